@@ -1,0 +1,163 @@
+"""Answer extraction and equivalence, shared by verification and evaluation.
+
+Extraction looks for an explicit final answer first (`\\boxed{}`, `#### N`, "The answer
+is ...", "Final answer: ...") and only then falls back to the last number in the text;
+the method used is recorded, because a fallback match is weaker evidence.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+
+# A minus sign counts only when attached and not a binary minus ("10-5", "x -5" stay 5).
+_NUM = r"(?:(?<![\w)])-)?(?:\$\s?)?(?:\d[\d,]*(?:\.\d+)?|\.\d+)"
+_PATTERNS = [
+    ("hashes", re.compile(r"####\s*(" + _NUM + ")")),
+    ("answer_is", re.compile(r"answer\s+is\s*:?\s*\**\s*(" + _NUM + ")", re.IGNORECASE)),
+    ("final_answer", re.compile(r"final\s+answer\s*:?\s*\**\s*(" + _NUM + ")", re.IGNORECASE)),
+]
+_LAST_NUMBER = re.compile(_NUM)
+
+
+@dataclass(frozen=True)
+class Grade:
+    correct: bool | None  # None: the gold answer itself cannot be checked
+    extracted: str | None
+    reason: str
+
+
+def last_boxed(text: str) -> str | None:
+    """Content of the last `\\boxed{...}` (or `\\fbox{...}`), nested braces included."""
+    start = max(text.rfind("\\boxed{"), text.rfind("\\fbox{"))
+    if start < 0:
+        return None
+    i = text.index("{", start) + 1
+    depth = 1
+    for j in range(i, len(text)):
+        depth += {"{": 1, "}": -1}.get(text[j], 0)
+        if depth == 0:
+            return text[i:j].strip()
+    return None  # unbalanced: no answer rather than a truncated one
+
+
+def _first_statement(text: str) -> tuple[re.Match | None, str]:
+    """The earliest explicit answer statement ("The answer is N", "#### N", ...)."""
+    hits = [(m, name) for name, pat in _PATTERNS if (m := pat.search(text))]
+    return min(hits, key=lambda h: h[0].start()) if hits else (None, "none")
+
+
+def extract_answer(text: str) -> tuple[str | None, str]:
+    """(answer, method). Methods: boxed, hashes, answer_is, final_answer, last_number, none.
+
+    The last `\boxed{}` wins (reasoning models box their final answer at the end); a
+    plain statement is taken at its first occurrence, because small models that state an
+    answer and then ramble on tend to restate other numbers as "the answer"."""
+    boxed = last_boxed(text)
+    if boxed is not None:
+        return boxed, "boxed"
+    m, method = _first_statement(text)
+    if m is not None:
+        return m.group(1).strip(), method
+    nums = _LAST_NUMBER.findall(text)
+    if nums:
+        return nums[-1].strip(), "last_number"
+    return None, "none"
+
+
+def split_reasoning(text: str, think_open: str = "<think>", think_close: str = "</think>"):
+    """(reasoning, response) of one model output.
+
+    With think delimiters in the text: what is inside, and what follows the close. Without:
+    the lines before the first explicit answer statement, and the rest starting at that
+    line. No explicit answer: all reasoning, empty response."""
+    if think_open and think_close and think_close in text:
+        head, _, tail = text.partition(think_close)
+        return head.replace(think_open, "", 1).strip(), tail.strip()
+    if "\\boxed{" in text:
+        start = text.rfind("\\boxed{")
+    else:
+        m, _ = _first_statement(text)
+        if m is None:
+            return text.strip(), ""
+        start = m.start()
+    line_start = text.rfind("\n", 0, start) + 1
+    return text[:line_start].strip(), text[line_start:].strip()
+
+
+def answer_line(response: str) -> str:
+    """The first line of a response: the answer statement itself, without what follows."""
+    return response.strip().split("\n", 1)[0].strip()
+
+
+def to_number(s: str | None) -> float | None:
+    """'$1,234.50' -> 1234.5; '27.0' -> 27.0; '\\frac{1}{2}' -> 0.5; otherwise None."""
+    if s is None:
+        return None
+    t = s.strip().rstrip(".").replace(",", "").replace("$", "").replace("\\%", "")
+    t = t.replace("%", "").replace("\\!", "").strip()
+    frac = re.fullmatch(r"-?\\d?frac\{(-?\d+)\}\{(-?\d+)\}", t)
+    if frac and int(frac.group(2)) != 0:
+        sign = -1 if t.startswith("-") else 1
+        return sign * int(frac.group(1)) / int(frac.group(2))
+    try:
+        value = float(t)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None
+
+
+def gold_answer(raw: str, fmt: str = "plain") -> str:
+    """Normalize a source's gold answer: GSM8K's `... #### N`, MATH's `\\boxed{}`, or plain."""
+    if fmt == "gsm8k" and "####" in raw:
+        return raw.rsplit("####", 1)[1].strip()
+    if fmt == "boxed":
+        boxed = last_boxed(raw)
+        if boxed is not None:
+            return boxed
+    return raw.strip()
+
+
+def grade(response: str, gold: str | None, tolerance: float = 1e-6) -> Grade:
+    """Compare the response's final answer with the gold answer numerically
+    (relative tolerance), falling back to exact string match for non-numbers."""
+    extracted, method = extract_answer(response)
+    if extracted is None:
+        return Grade(False, None, "no answer found")
+    if gold is None:
+        return Grade(None, extracted, "no gold answer")
+    g, p = to_number(gold), to_number(extracted)
+    if g is None:
+        same = extracted.strip() == gold.strip()
+        return Grade(same, extracted, f"exact match via {method}: {same}")
+    if p is None:
+        return Grade(False, extracted, f"not a number via {method}")
+    ok = math.isclose(p, g, rel_tol=tolerance, abs_tol=tolerance)
+    return Grade(ok, extracted, f"{'equal' if ok else 'differs'} via {method}")
+
+
+def trim_after_answer(response: str) -> str:
+    """The response up to the end of the line holding its final answer: what a model says
+    after committing to an answer is noise we do not want a student to learn."""
+    start = response.rfind("\\boxed{")
+    if start < 0:
+        m, _ = _first_statement(response)
+        if m is None:
+            return response.strip()
+        start = m.end()
+    end = response.find("\n", start)
+    return (response if end < 0 else response[:end]).strip()
+
+
+def is_degenerate(text: str, max_repeats: int = 2) -> bool:
+    """True when some non-trivial line repeats more than `max_repeats` times: the loop
+    small models fall into when sampling runs away."""
+    counts: dict[str, int] = {}
+    for line in text.splitlines():
+        key = line.strip().lower()
+        if len(key) >= 8:
+            counts[key] = counts.get(key, 0) + 1
+            if counts[key] > max_repeats:
+                return True
+    return False

@@ -1,0 +1,1 @@
+"""Text-generation engines behind one small protocol (see `Completion` and `hf.HFBackend`)."""

@@ -1,0 +1,22 @@
+"""What every backend returns for one request."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Completion:
+    text: str
+    finish_reason: str  # "stop" (end of turn) or "length" (hit max_new_tokens)
+    prompt_tokens: int
+    completion_tokens: int
+    latency_s: float  # wall time of the call that produced it (a batch, for batched engines)
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    temperature: float = 0.0  # 0 means greedy
+    top_p: float = 1.0
+    max_new_tokens: int = 256
+    seed: int = 0

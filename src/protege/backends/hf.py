@@ -1,0 +1,67 @@
+"""Local transformers generation, batched: prompts sorted by length so each batch pads
+little, left padding so every row's new tokens start at the same column, bf16 where the
+hardware supports it (about 2x fp32 on these CPUs)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Sequence
+
+from protege.backends.base import Completion, SamplingParams
+from protege.models import load_model
+from protege.prompts import render_chat
+
+
+class HFBackend:
+    def __init__(self, model_ref: str, precision: str = "auto", batch_size: int = 32):
+        self.model_ref = model_ref
+        self.batch_size = batch_size
+        self.model, self.tokenizer = load_model(model_ref, precision)
+        self.tokenizer.padding_side = "left"
+
+    def generate(
+        self, chats: Sequence[list[dict[str, str]]], params: SamplingParams
+    ) -> Iterator[list[tuple[int, Completion]]]:
+        """Yield, batch by batch, (index into `chats`, completion) pairs. Callers persist
+        each batch as it arrives, so an interrupted run loses at most one batch."""
+        texts = [render_chat(self.tokenizer, c) for c in chats]
+        lengths = [len(self.tokenizer(t, add_special_tokens=False).input_ids) for t in texts]
+        order = sorted(range(len(texts)), key=lambda i: (lengths[i], i))
+        for b, start in enumerate(range(0, len(order), self.batch_size)):
+            idx = order[start : start + self.batch_size]
+            yield list(zip(idx, self._batch([texts[i] for i in idx], params, b), strict=True))
+
+    def _batch(self, texts: list[str], params: SamplingParams, b: int) -> list[Completion]:
+        import torch
+
+        tok = self.tokenizer
+        enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+        sample = params.temperature > 0
+        kwargs = {"do_sample": sample, "max_new_tokens": params.max_new_tokens}
+        if sample:
+            torch.manual_seed(params.seed + b)  # reproducible for the same batching
+            kwargs.update(temperature=params.temperature, top_p=params.top_p)
+        else:
+            kwargs.update(temperature=None, top_p=None, top_k=None)
+        t0 = time.perf_counter()
+        with torch.inference_mode():
+            out = self.model.generate(
+                **enc, **kwargs, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id
+            )  # (B, T_prompt + T_new)
+        dt = time.perf_counter() - t0
+        new = out[:, enc.input_ids.shape[1] :]  # (B, T_new)
+        results = []
+        for row, mask in zip(new, enc.attention_mask, strict=True):
+            hit_eos = (row == tok.eos_token_id).nonzero()
+            n = int(hit_eos[0, 0]) + 1 if len(hit_eos) else int((row != tok.pad_token_id).sum())
+            text = tok.decode(row[:n], skip_special_tokens=True)
+            results.append(
+                Completion(
+                    text=text.strip(),
+                    finish_reason="stop" if len(hit_eos) else "length",
+                    prompt_tokens=int(mask.sum()),
+                    completion_tokens=n,
+                    latency_s=dt,
+                )
+            )
+        return results

@@ -1,0 +1,157 @@
+"""One pydantic model per stage, composed into a `Recipe`. Unknown keys are errors.
+
+`Field(description=...)` is the one place each setting is documented.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from protege.errors import UserError
+
+Precision = Literal["auto", "bf16", "fp32"]
+
+
+class StrictModel(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class FieldMap(StrictModel):
+    problem: str = Field("question", description="source field holding the problem text")
+    answer: str | None = Field("answer", description="source field holding the gold answer")
+    id: str | None = Field(None, description="source field holding a stable id, if any")
+    answer_format: Literal["plain", "gsm8k", "boxed"] = Field(
+        "plain", description="how the gold answer is written: plain, GSM8K '#### N', \\boxed{}"
+    )
+
+
+class CurateConfig(StrictModel):
+    source: Literal["synthetic", "jsonl"] = Field("synthetic", description="where questions come from")
+    path: str | None = Field(None, description="JSONL file of questions when source=jsonl")
+    fields: FieldMap = Field(default_factory=FieldMap, description="field mapping for source=jsonl")
+    levels: list[Literal[1, 2, 3]] = Field([1, 2], description="synthetic difficulty levels to mix")
+    pool: int = Field(400, gt=0, description="synthetic problems to draw before dedupe and split")
+    n_train: int = Field(96, gt=0, description="questions selected for the teacher")
+    n_eval: int = Field(96, ge=0, description="held-out questions for evaluation")
+    seed: int = Field(0, description="seed for generation, shuffling and the split")
+
+
+class GenerateConfig(StrictModel):
+    teacher: str = Field("smollm2-135m", description="model alias, local HF dir, .gguf or HF id")
+    samples_per_question: int = Field(4, gt=0, description="teacher attempts per question")
+    temperature: float = Field(0.7, ge=0, description="sampling temperature (0 = greedy)")
+    top_p: float = Field(0.95, gt=0, le=1, description="nucleus sampling threshold")
+    max_new_tokens: int = Field(256, gt=0, description="generation length cap per sample")
+    batch_size: int = Field(64, gt=0, description="prompts per generation batch")
+    precision: Precision = Field("auto", description="auto = bf16 where supported")
+    seed: int = Field(0, description="sampling seed")
+
+    def teacher_hash(self) -> str:
+        """What makes two samples interchangeable: the model and its sampling settings
+        (not the batch size, which only changes speed)."""
+        from protege.rundir import hash_config
+
+        return hash_config(self.model_dump(mode="json", exclude={"batch_size"}))
+
+
+class VerifyConfig(StrictModel):
+    tolerance: float = Field(1e-6, ge=0, description="relative/absolute numeric tolerance")
+    think_open: str = Field("<think>", description="opening think delimiter in training examples")
+    think_close: str = Field("</think>", description="closing think delimiter in training examples")
+    keep: Literal["all", "shortest", "first"] = Field(
+        "all", description="which correct samples to keep per question"
+    )
+    max_per_question: int | None = Field(None, gt=0, description="cap on kept samples per question")
+
+
+class TrainConfig(StrictModel):
+    student: str = Field("smollm2-135m", description="model to fine-tune (alias, dir or HF id)")
+    epochs: float = Field(3, gt=0, description="passes over the training set")
+    learning_rate: float = Field(3e-5, gt=0, description="peak learning rate")
+    batch_size: int = Field(8, gt=0, description="examples per optimizer step (per device)")
+    grad_accum: int = Field(1, gt=0, description="gradient accumulation steps")
+    warmup_ratio: float = Field(0.05, ge=0, lt=1, description="fraction of steps warming up")
+    max_length: int = Field(512, gt=0, description="truncate examples to this many tokens")
+    precision: Precision = Field("auto", description="auto = bf16 autocast where supported")
+    seed: int = Field(0, description="training seed")
+
+
+class EvalConfig(StrictModel):
+    models: list[Literal["teacher", "student", "trained"]] = Field(
+        ["teacher", "student", "trained"], description="which models to evaluate"
+    )
+    max_new_tokens: int = Field(256, gt=0, description="generation cap (greedy)")
+    batch_size: int = Field(64, gt=0, description="prompts per batch")
+    precision: Precision = Field("auto", description="auto = bf16 where supported")
+
+
+class ReportConfig(StrictModel):
+    title: str = Field("protege run report", description="heading of report.md")
+
+
+class Recipe(StrictModel):
+    name: str = Field("quickstart", description="run name: the folder under runs_dir")
+    runs_dir: str = Field("runs", description="where run folders are created")
+    curate: CurateConfig = Field(default_factory=CurateConfig)
+    generate: GenerateConfig = Field(default_factory=GenerateConfig)
+    verify: VerifyConfig = Field(default_factory=VerifyConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    report: ReportConfig = Field(default_factory=ReportConfig)
+
+    @property
+    def run_root(self) -> Path:
+        return Path(self.runs_dir) / self.name
+
+
+def apply_override(data: dict[str, Any], override: str) -> None:
+    """`train.epochs=2` sets data['train']['epochs'] = 2 (value parsed as YAML)."""
+    if "=" not in override:
+        raise UserError(f"override {override!r} is not key.sub=value")
+    key, raw = override.split("=", 1)
+    parts = key.strip().split(".")
+    node = data
+    for p in parts[:-1]:
+        node = node.setdefault(p, {})
+        if not isinstance(node, dict):
+            raise UserError(f"override {override!r}: {p!r} is not a section")
+    node[parts[-1]] = yaml.safe_load(raw)
+
+
+def format_validation_error(err: ValidationError, source: str) -> str:
+    e = err.errors()[0]
+    loc = ".".join(str(p) for p in e["loc"])
+    if e["type"] == "extra_forbidden":
+        msg = f"{source}: unknown key {loc!r}"
+    else:
+        msg = f"{source}: {loc}: {e['msg']}"
+    return msg + (f" (+{err.error_count() - 1} more)" if err.error_count() > 1 else "")
+
+
+def load_recipe(path: str | Path | None, overrides: list[str] = ()) -> Recipe:
+    """Read a YAML recipe (or defaults when path is None) and apply overrides."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        if not p.exists():
+            raise UserError(f"{p}: no such recipe file")
+        try:
+            data = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise UserError(f"{p}: not valid YAML ({str(e).splitlines()[0]})") from None
+        if not isinstance(data, dict):
+            raise UserError(f"{p}: a recipe is a mapping of sections, got {type(data).__name__}")
+    for o in overrides:
+        apply_override(data, o)
+    try:
+        return Recipe.model_validate(data)
+    except ValidationError as e:
+        raise UserError(format_validation_error(e, str(path or "recipe"))) from None
+
+
+def dump_recipe(recipe: Recipe) -> str:
+    return yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False)

@@ -1,0 +1,1 @@
+"""Curation: load questions, normalize, dedupe, split off a held-out set, select N."""

@@ -1,0 +1,119 @@
+"""The eval stage: greedy accuracy of the teacher, the untrained student and the trained
+student on the held-out questions. Per-question results are appended batch by batch, so
+a killed evaluation resumes where it stopped; `metrics.json` is written when a model's
+evaluation is complete."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+from tqdm import tqdm
+
+from protege.answers import grade, split_reasoning
+from protege.backends.base import SamplingParams
+from protege.config import Recipe
+from protege.prompts import question_messages
+from protege.records import EvalResult, Question, append_jsonl, read_jsonl, repair_jsonl
+from protege.rundir import RunDir, hash_config, invalidate, is_fresh, write_manifest
+
+BENCH = "heldout"
+
+
+def model_refs(recipe: Recipe, rd: RunDir) -> dict[str, str]:
+    """Label -> model reference for each model the recipe asks to evaluate."""
+    refs = {"teacher": recipe.generate.teacher, "student": recipe.train.student}
+    refs["trained"] = str(rd.model)
+    return {label: refs[label] for label in recipe.eval.models}
+
+
+def score(output: str, gold: str | None) -> tuple[str | None, bool]:
+    """Grade the answer part of an output (after a think block, from the first answer
+    statement on); with no explicit answer, fall back to the whole text."""
+    _, response = split_reasoning(output)
+    g = grade(response or output, gold)
+    return g.extracted, bool(g.correct)
+
+
+def summarize(results: list[EvalResult]) -> dict:
+    n = len(results)
+    correct = sum(r.correct for r in results)
+    return {
+        "n": n,
+        "correct": correct,
+        "accuracy": round(correct / n, 4) if n else 0.0,
+        "mean_completion_tokens": round(sum(r.completion_tokens for r in results) / max(n, 1), 1),
+        "truncated": sum(r.finish_reason == "length" for r in results),
+    }
+
+
+def evaluate_model(recipe: Recipe, label: str, ref: str, questions, out: Path) -> dict:
+    """Evaluate one model, resuming from `out/results.jsonl`; returns its metrics."""
+    cfg = recipe.eval
+    results_path = out / "results.jsonl"
+    repair_jsonl(results_path)
+    done = {r.question_id: r for r in read_jsonl(results_path, EvalResult)} if results_path.exists() else {}
+    todo = [q for q in questions if q.id not in done]
+    if todo:
+        from protege.backends.hf import HFBackend
+
+        backend = HFBackend(ref, cfg.precision, cfg.batch_size)
+        chats = [question_messages(q.problem) for q in todo]
+        params = SamplingParams(temperature=0.0, max_new_tokens=cfg.max_new_tokens)
+        bar = tqdm(total=len(todo), desc=f"eval {label}", unit="q", dynamic_ncols=True)
+        for batch in backend.generate(chats, params):
+            recs = [_result(todo[i], label, c) for i, c in batch]
+            append_jsonl(results_path, recs)
+            done.update((r.question_id, r) for r in recs)
+            bar.update(len(batch))
+        bar.close()
+    wanted = [done[q.id] for q in questions]
+    metrics = {"model": label, "ref": ref, "bench": BENCH, **summarize(wanted)}
+    tmp = out / "metrics.json.tmp"
+    tmp.write_text(json.dumps(metrics, indent=2) + "\n")
+    os.replace(tmp, out / "metrics.json")
+    return metrics
+
+
+def _result(q: Question, label: str, c) -> EvalResult:
+    extracted, ok = score(c.text, q.answer)
+    return EvalResult(
+        question_id=q.id, model=label, bench=BENCH, output=c.text, extracted=extracted,
+        gold=q.answer, correct=ok, completion_tokens=c.completion_tokens,
+        finish_reason=c.finish_reason, latency_s=round(c.latency_s, 4),
+    )  # fmt: skip
+
+
+def run(recipe: Recipe, rd: RunDir, force: bool = False) -> dict | None:
+    refs = model_refs(recipe, rd)
+    chash = hash_config({"eval": recipe.eval.model_dump(mode="json"), "refs": refs})
+    inputs = [rd.eval_questions] + ([rd.model] if "trained" in refs else [])
+    if not force and is_fresh(rd, "eval", chash, inputs):
+        return None
+    invalidate(rd, "eval")
+    t0 = time.perf_counter()
+    questions = read_jsonl(rd.eval_questions, Question)
+    metrics, outputs, by_ref = {}, [], {}
+    for label, ref in refs.items():
+        out = rd.eval_dir(label, BENCH)
+        out.mkdir(parents=True, exist_ok=True)
+        if ref in by_ref:  # same model under two labels (self-distillation): evaluate once
+            _copy_results(by_ref[ref], out, label)
+        metrics[label] = evaluate_model(recipe, label, ref, questions, out)
+        by_ref.setdefault(ref, out)
+        outputs += [out / "results.jsonl", out / "metrics.json"]
+    counts = {label: {"accuracy": m["accuracy"], "correct": m["correct"], "n": m["n"]}
+              for label, m in metrics.items()}  # fmt: skip
+    return write_manifest(
+        rd, "eval", config_hash=chash, inputs=inputs, outputs=outputs, counts=counts,
+        seconds=time.perf_counter() - t0,
+    )  # fmt: skip
+
+
+def _copy_results(src: Path, dst: Path, label: str) -> None:
+    results = read_jsonl(src / "results.jsonl", EvalResult)
+    path = dst / "results.jsonl"
+    path.unlink(missing_ok=True)
+    append_jsonl(path, [r.model_copy(update={"model": label}) for r in results])

@@ -1,0 +1,32 @@
+"""Every prompt and chat-template rendering lives here, and nowhere else."""
+
+from __future__ import annotations
+
+MATH_SYSTEM = (
+    "You are a careful math tutor. Solve the problem step by step, "
+    "then finish with the line 'The answer is N.' where N is the final number."
+)
+
+
+def question_messages(problem: str, system: str | None = MATH_SYSTEM) -> list[dict[str, str]]:
+    """The chat a teacher (at generation) and a student (at evaluation) both see."""
+    msgs = [{"role": "system", "content": system}] if system else []
+    return msgs + [{"role": "user", "content": problem.strip()}]
+
+
+def assistant_turn(reasoning: str, answer: str, think_open: str, think_close: str) -> str:
+    """The trained assistant turn: reasoning inside think delimiters, then the answer.
+    Empty delimiters train plain text (reasoning, blank line, answer)."""
+    reasoning, answer = reasoning.strip(), answer.strip()
+    if not think_open:
+        return f"{reasoning}\n\n{answer}" if reasoning else answer
+    return f"{think_open}\n{reasoning}\n{think_close}\n\n{answer}"
+
+
+def render_chat(tokenizer, messages: list[dict[str, str]]) -> str:
+    """The model's own chat template, ready for the assistant to speak."""
+    if getattr(tokenizer, "chat_template", None):
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    # A base model with no template: plain role-prefixed turns.
+    body = "".join(f"{m['role'].capitalize()}: {m['content']}\n\n" for m in messages)
+    return body + "Assistant:"
