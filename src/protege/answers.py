@@ -21,6 +21,14 @@ _PATTERNS = [
 _LAST_NUMBER = re.compile(_NUM)
 
 
+# An answer statement that is complete: the number is followed by a sentence end or a
+# line break, so "The answer is 12" is not cut before "12,500".
+ANSWER_DONE = (
+    r"(?:answer\s+is\s*:?\s*\**\s*|####\s*)(?:\$\s?)?-?[\d,]*\d(?:\.\d+)?\**(?:\s+[a-zA-Z]+){0,3}\s*(?:\.\s|\n)"
+    r"|\\boxed\{[^{}]*\}"
+)
+
+
 @dataclass(frozen=True)
 class Grade:
     correct: bool | None  # None: the gold answer itself cannot be checked
@@ -57,6 +65,9 @@ def extract_answer(text: str) -> tuple[str | None, str]:
     boxed = last_boxed(text)
     if boxed is not None:
         return boxed, "boxed"
+    hashes = _PATTERNS[0][1].findall(text)  # GSM8K's explicit final-answer marker
+    if hashes:
+        return hashes[-1].strip(), "hashes"
     m, method = _first_statement(text)
     if m is not None:
         return m.group(1).strip(), method

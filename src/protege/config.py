@@ -49,6 +49,9 @@ class GenerateConfig(StrictModel):
     batch_size: int = Field(64, gt=0, description="prompts per generation batch")
     precision: Precision = Field("auto", description="auto = bf16 where supported")
     seed: int = Field(0, description="sampling seed")
+    stop_at_answer: bool = Field(
+        True, description="end a sample once it states its final answer (verify drops the rest)"
+    )
 
     def teacher_hash(self) -> str:
         """What makes two samples interchangeable: the model and its sampling settings
@@ -87,6 +90,9 @@ class EvalConfig(StrictModel):
     max_new_tokens: int = Field(256, gt=0, description="generation cap (greedy)")
     batch_size: int = Field(64, gt=0, description="prompts per batch")
     precision: Precision = Field("auto", description="auto = bf16 where supported")
+    stop_at_answer: bool = Field(
+        True, description="end an answer once it states its final answer (grading ignores the rest)"
+    )
 
 
 class ReportConfig(StrictModel):

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from protege.answers import grade, split_reasoning
+from protege.answers import ANSWER_DONE, grade, split_reasoning
 from protege.backends.base import SamplingParams
 from protege.config import Recipe
 from protege.prompts import question_messages
@@ -61,7 +61,8 @@ def evaluate_model(recipe: Recipe, label: str, ref: str, questions, out: Path) -
 
         backend = HFBackend(ref, cfg.precision, cfg.batch_size)
         chats = [question_messages(q.problem) for q in todo]
-        params = SamplingParams(temperature=0.0, max_new_tokens=cfg.max_new_tokens)
+        stop = ANSWER_DONE if cfg.stop_at_answer else None
+        params = SamplingParams(temperature=0.0, max_new_tokens=cfg.max_new_tokens, stop_regex=stop)
         bar = tqdm(total=len(todo), desc=f"eval {label}", unit="q", dynamic_ncols=True)
         for batch in backend.generate(chats, params):
             recs = [_result(todo[i], label, c) for i, c in batch]

@@ -9,7 +9,7 @@ import time
 
 from tqdm import tqdm
 
-from protege.answers import split_reasoning
+from protege.answers import ANSWER_DONE, split_reasoning
 from protege.backends.base import SamplingParams
 from protege.config import Recipe
 from protege.prompts import question_messages
@@ -83,7 +83,8 @@ def _generate(recipe: Recipe, rd: RunDir, todo, thash: str) -> None:
     cfg = recipe.generate
     backend = HFBackend(cfg.teacher, cfg.precision, cfg.batch_size)
     chats = [question_messages(q.problem) for q, _ in todo]
-    params = SamplingParams(cfg.temperature, cfg.top_p, cfg.max_new_tokens, cfg.seed)
+    stop = ANSWER_DONE if cfg.stop_at_answer else None
+    params = SamplingParams(cfg.temperature, cfg.top_p, cfg.max_new_tokens, cfg.seed, stop)
     tokens = 0
     bar = tqdm(total=len(todo), desc="generate", unit="sample", dynamic_ncols=True)
     for batch in backend.generate(chats, params):

@@ -37,6 +37,7 @@ def _metrics_callback(path: Path, resume_step: int):
     kept = []
     if path.exists() and resume_step:
         kept = [ln for ln in path.read_text().splitlines() if json.loads(ln)["step"] <= resume_step]
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(ln + "\n" for ln in kept))
 
     class MetricsLog(TrainerCallback):
@@ -81,33 +82,40 @@ def sft_config(recipe: Recipe, out_dir: Path, n_examples: int):
     )
 
 
-def train_model(recipe: Recipe, rd: RunDir, examples: list[TrainExample]) -> dict:
+def build_trainer(recipe: Recipe, examples: list[TrainExample], out_dir: Path, callbacks=()):
+    """An SFTTrainer over prompt/completion records: loss on the completion only."""
     from datasets import Dataset
     from transformers import AutoModelForCausalLM
     from trl import SFTTrainer
 
-    from protege.models import load_tokenizer, resolve
+    from protege.models import load_tokenizer, quiet_transformers, resolve
 
+    quiet_transformers()
     cfg = recipe.train
+    tok = load_tokenizer(cfg.student)
+    model = AutoModelForCausalLM.from_pretrained(resolve(cfg.student))
+    data = Dataset.from_list([to_prompt_completion(e) for e in examples])
+    return SFTTrainer(
+        model=model,
+        args=sft_config(recipe, out_dir, len(examples)),
+        train_dataset=data,
+        processing_class=tok,
+        callbacks=list(callbacks),
+    )
+
+
+def train_model(recipe: Recipe, rd: RunDir, examples: list[TrainExample]) -> dict:
     stage = rd.stage("train")
     ckpt_dir = stage / "checkpoints"
     resume = last_checkpoint(ckpt_dir)
     resume_step = int(resume.name.split("-")[1]) if resume else 0
-    tok = load_tokenizer(cfg.student)
-    model = AutoModelForCausalLM.from_pretrained(resolve(cfg.student))
-    data = Dataset.from_list([to_prompt_completion(e) for e in examples])
-    trainer = SFTTrainer(
-        model=model,
-        args=sft_config(recipe, ckpt_dir, len(examples)),
-        train_dataset=data,
-        processing_class=tok,
-        callbacks=[_metrics_callback(rd.train_metrics, resume_step)],
-    )
+    log = _metrics_callback(rd.train_metrics, resume_step)
+    trainer = build_trainer(recipe, examples, ckpt_dir, [log])
     result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     tmp = stage / "model.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     trainer.save_model(str(tmp))
-    tok.save_pretrained(str(tmp))
+    trainer.processing_class.save_pretrained(str(tmp))
     shutil.rmtree(rd.model, ignore_errors=True)
     os.replace(tmp, rd.model)
     shutil.rmtree(ckpt_dir, ignore_errors=True)

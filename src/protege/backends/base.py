@@ -20,3 +20,6 @@ class SamplingParams:
     top_p: float = 1.0
     max_new_tokens: int = 256
     seed: int = 0
+    # End a sequence as soon as its text matches this regex (checked on the tail of the
+    # new text). Used to stop once a final answer is stated: what follows is discarded.
+    stop_regex: str | None = None

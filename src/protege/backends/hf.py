@@ -43,6 +43,8 @@ class HFBackend:
             kwargs.update(temperature=params.temperature, top_p=params.top_p)
         else:
             kwargs.update(temperature=None, top_p=None, top_k=None)
+        if params.stop_regex:
+            kwargs["stopping_criteria"] = [_RegexStop(params.stop_regex, tok, enc.input_ids.shape[1])]
         t0 = time.perf_counter()
         with torch.inference_mode():
             out = self.model.generate(
@@ -55,13 +57,35 @@ class HFBackend:
             hit_eos = (row == tok.eos_token_id).nonzero()
             n = int(hit_eos[0, 0]) + 1 if len(hit_eos) else int((row != tok.pad_token_id).sum())
             text = tok.decode(row[:n], skip_special_tokens=True)
+            stopped = len(hit_eos) > 0 or n < params.max_new_tokens
             results.append(
                 Completion(
                     text=text.strip(),
-                    finish_reason="stop" if len(hit_eos) else "length",
+                    finish_reason="stop" if stopped else "length",
                     prompt_tokens=int(mask.sum()),
                     completion_tokens=n,
                     latency_s=dt,
                 )
             )
         return results
+
+
+class _RegexStop:
+    """Per-row stopping criterion: a row is done once the tail of its new text matches.
+    transformers pads finished rows from then on, and stops when all rows are done."""
+
+    def __init__(self, pattern: str, tokenizer, prompt_len: int, tail_tokens: int = 24):
+        import re
+
+        self.pattern = re.compile(pattern, re.IGNORECASE)
+        self.tok, self.prompt_len, self.tail = tokenizer, prompt_len, tail_tokens
+
+    def __call__(self, input_ids, scores, **kwargs):
+        import torch
+
+        tails = self.tok.batch_decode(
+            input_ids[:, max(self.prompt_len, input_ids.shape[1] - self.tail) :],
+            skip_special_tokens=True,
+        )
+        done = [bool(self.pattern.search(t)) for t in tails]
+        return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
