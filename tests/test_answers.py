@@ -39,9 +39,16 @@ def test_unbalanced_boxed_is_no_answer():
 
 @pytest.mark.parametrize(
     ("s", "v"),
-    [("$1,234.50", 1234.5), ("27.0", 27.0), ("\\frac{3}{4}", 0.75), ("-\\frac{1}{2}", -0.5),
-     ("50\\%", 50.0), ("x+1", None), (None, None)],
-)  # fmt: skip
+    [
+        ("$1,234.50", 1234.5),
+        ("27.0", 27.0),
+        ("\\frac{3}{4}", 0.75),
+        ("-\\frac{1}{2}", -0.5),
+        ("50\\%", 50.0),
+        ("x+1", None),
+        (None, None),
+    ],
+)
 def test_to_number(s, v):
     assert to_number(s) == v
 
@@ -92,7 +99,11 @@ def test_gsm8k_worked_answers_verify_against_their_gold(shared_data):
 def test_math500_boxed_gold_matches_answer_field(shared_data):
     """MATH-500's `answer` is the last \\boxed{} of its solution (exact match here;
     symbolic equivalence is the verification issue's math-verify work)."""
-    rows = [json.loads(x) for x in (shared_data / "math500" / "test.jsonl").read_text().splitlines()]
-    mismatched = [r["unique_id"] for r in rows if gold_answer(r["solution"], "boxed") != r["answer"]]
+    rows = [
+        json.loads(x) for x in (shared_data / "math500" / "test.jsonl").read_text().splitlines()
+    ]
+    mismatched = [
+        r["unique_id"] for r in rows if gold_answer(r["solution"], "boxed") != r["answer"]
+    ]
     assert len(rows) == 500
     assert len(mismatched) <= 5, mismatched

@@ -4,8 +4,16 @@ from protege.backends.base import SamplingParams
 from protege.backends.hf import HFBackend
 from protege.prompts import question_messages
 
-CHATS = [question_messages(p) for p in ["1+1?", "Mia has 12 apples. How many?", "What is 3*4?",
-                                         "Tom has 5 coins and buys 7 more coins.", "2?"]]  # fmt: skip
+CHATS = [
+    question_messages(p)
+    for p in [
+        "1+1?",
+        "Mia has 12 apples. How many?",
+        "What is 3*4?",
+        "Tom has 5 coins and buys 7 more coins.",
+        "2?",
+    ]
+]
 
 
 @pytest.fixture(scope="module")

@@ -11,8 +11,9 @@ def test_manifest_freshness_tracks_config_and_inputs(tmp_path):
     out.parent.mkdir(parents=True)
     out.write_text("b\n")
     assert not is_fresh(rd, "curate", "h1", [inp])
-    m = write_manifest(rd, "curate", config_hash="h1", inputs=[inp], outputs=[out],
-                       counts={"n": 1}, seconds=0.5)  # fmt: skip
+    m = write_manifest(
+        rd, "curate", config_hash="h1", inputs=[inp], outputs=[out], counts={"n": 1}, seconds=0.5
+    )
     assert json.loads(rd.manifest("curate").read_text()) == m
     assert m["outputs"] == {"01-curate/questions.jsonl": sha256_path(out)}
     assert is_fresh(rd, "curate", "h1", [inp])

@@ -10,20 +10,35 @@ from protege.rundir import RunDir
 
 def examples(n: int) -> list[TrainExample]:
     return [
-        TrainExample(question_id=f"q{i}", sample_idx=0, messages=[
-            {"role": "system", "content": "You are a careful math tutor."},
-            {"role": "user", "content": f"Mia has {i} apples. Then she buys 5 more apples."},
-            {"role": "assistant", "content": f"<think>\n{i} + 5 = {i + 5}\n</think>\n\nThe answer is {i + 5}."},
-        ])  # fmt: skip
+        TrainExample(
+            question_id=f"q{i}",
+            sample_idx=0,
+            messages=[
+                {"role": "system", "content": "You are a careful math tutor."},
+                {"role": "user", "content": f"Mia has {i} apples. Then she buys 5 more apples."},
+                {
+                    "role": "assistant",
+                    "content": f"<think>\n{i} + 5 = {i + 5}\n</think>\n\nThe answer is {i + 5}.",
+                },
+            ],
+        )
         for i in range(n)
     ]
 
 
 @pytest.fixture
 def setup(tmp_path, tiny_model_dir):
-    recipe = load_recipe(None, [f"runs_dir={tmp_path}", f"train.student={tiny_model_dir}",
-                                "train.epochs=2", "train.batch_size=4", "train.precision=fp32",
-                                "train.learning_rate=1e-3"])  # fmt: skip
+    recipe = load_recipe(
+        None,
+        [
+            f"runs_dir={tmp_path}",
+            f"train.student={tiny_model_dir}",
+            "train.epochs=2",
+            "train.batch_size=4",
+            "train.precision=fp32",
+            "train.learning_rate=1e-3",
+        ],
+    )
     rd = RunDir(recipe.run_root)
     write_jsonl(rd.train_set, examples(8))
     return recipe, rd

@@ -1,27 +1,45 @@
 from protege.config import Recipe, VerifyConfig
 from protege.records import (
-    Question, Sample, TrainExample, Verdict, read_jsonl, write_jsonl,
-)  # fmt: skip
+    Question,
+    Sample,
+    TrainExample,
+    Verdict,
+    read_jsonl,
+    write_jsonl,
+)
 from protege.rundir import RunDir
 from protege.verify import example, judge, run, select
 
 THASH = Recipe().generate.teacher_hash()
 
 
-def sample(qid, idx, reasoning, response, tokens=10, **kw) -> Sample:
+def sample(qid, idx, reasoning, response, tokens=10, finish="stop", **kw) -> Sample:
     from protege.records import Usage
 
-    return Sample(question_id=qid, sample_idx=idx, teacher="t", teacher_hash=THASH,
-                  prompt=[{"role": "user", "content": f"question {qid}"}], reasoning=reasoning,
-                  response=response, finish_reason="stop",
-                  usage=Usage(completion_tokens=tokens), **kw)  # fmt: skip
+    return Sample(
+        question_id=qid,
+        sample_idx=idx,
+        teacher="t",
+        teacher_hash=THASH,
+        prompt=[{"role": "user", "content": f"question {qid}"}],
+        reasoning=reasoning,
+        response=response,
+        finish_reason=finish,
+        usage=Usage(completion_tokens=tokens),
+        **kw,
+    )
 
 
 def test_judge_reasons():
     cfg = VerifyConfig()
     assert judge(sample("a", 0, "2+3=5", "The answer is 5."), "5", cfg).correct
     assert judge(sample("a", 0, "2+3=6", "The answer is 6."), "5", cfg).reason.startswith("wrong")
-    assert judge(sample("a", 0, "2+3=5 so 5", ""), "5", cfg).reason == "no explicit final answer"
+    implicit = judge(sample("a", 0, "2+3=5 so she has 5 apples.", ""), "5", cfg)
+    assert implicit.correct and implicit.reason == "equal via last_number"
+    strict = VerifyConfig(implicit_answers=False)
+    assert judge(sample("a", 0, "2+3=5 so 5", ""), "5", strict).reason == "no explicit final answer"
+    cut = sample("a", 0, "2+3=5 so 5", "", finish="length")
+    assert judge(cut, "5", cfg).reason == "cut off before an answer"
     loop = "She has 5 now.\n" * 4
     assert "repetition" in judge(sample("a", 0, loop, "The answer is 5."), "5", cfg).reason
     assert "teacher error" in judge(sample("a", 0, "", "", error="timeout"), "5", cfg).reason
@@ -29,8 +47,12 @@ def test_judge_reasons():
 
 
 def test_select_policies_and_duplicates():
-    good = [sample("a", 0, "r1", "x", 30), sample("a", 1, "r1", "x", 5), sample("a", 2, "r2", "x", 9),
-            sample("b", 0, "r3", "x", 7)]  # fmt: skip
+    good = [
+        sample("a", 0, "r1", "x", 30),
+        sample("a", 1, "r1", "x", 5),
+        sample("a", 2, "r2", "x", 9),
+        sample("b", 0, "r3", "x", 7),
+    ]
     kept, dropped = select(good, VerifyConfig(keep="all"))
     assert [(s.question_id, s.sample_idx) for s in kept] == [("a", 0), ("a", 2), ("b", 0)]
     assert [(s.question_id, s.sample_idx) for s in dropped] == [("a", 1)]  # duplicate trace
@@ -42,20 +64,35 @@ def test_select_policies_and_duplicates():
 
 def test_training_example_format():
     s = sample("a", 0, "2+3=5", "The answer is 5.\nThe answer is 7.")
-    msgs = example(s, VerifyConfig()).messages
-    assert msgs[-1] == {"role": "assistant",
-                        "content": "<think>\n2+3=5\n</think>\n\nThe answer is 5."}  # fmt: skip
-    plain = example(s, VerifyConfig(think_open="", think_close="")).messages[-1]["content"]
+    v = judge(s, "5", VerifyConfig())
+    msgs = example(s, v, VerifyConfig()).messages
+    assert msgs[-1] == {
+        "role": "assistant",
+        "content": "<think>\n2+3=5\n</think>\n\nThe answer is 5.",
+    }
+    plain = example(s, v, VerifyConfig(think_open="", think_close="")).messages[-1]["content"]
     assert plain == "2+3=5\n\nThe answer is 5."
+    implicit = sample("a", 1, "2+3=5, so she has $5 left.", "")
+    turn = example(implicit, judge(implicit, "5", VerifyConfig()), VerifyConfig()).messages[-1]
+    assert turn["content"].endswith("</think>\n\nThe answer is 5.")
 
 
 def test_stage_writes_funnel(tmp_path):
     recipe = Recipe(runs_dir=str(tmp_path))
     rd = RunDir(recipe.run_root)
-    write_jsonl(rd.questions, [Question(id=i, problem=f"p{i}", answer=a, source="t")
-                               for i, a in [("a", "5"), ("b", "7")]])  # fmt: skip
-    samples = [sample("a", 0, "ok", "The answer is 5."), sample("a", 1, "bad", "The answer is 4."),
-               sample("b", 0, "ok", "The answer is 7."), sample("c", 0, "x", "The answer is 1.")]  # fmt: skip
+    write_jsonl(
+        rd.questions,
+        [
+            Question(id=i, problem=f"p{i}", answer=a, source="t")
+            for i, a in [("a", "5"), ("b", "7")]
+        ],
+    )
+    samples = [
+        sample("a", 0, "ok", "The answer is 5."),
+        sample("a", 1, "bad", "The answer is 4."),
+        sample("b", 0, "ok", "The answer is 7."),
+        sample("c", 0, "x", "The answer is 1."),
+    ]
     write_jsonl(rd.samples, samples)
     m = run(recipe, rd)
     assert m["counts"]["samples"] == 3  # "c" is not a selected question

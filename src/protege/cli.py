@@ -28,10 +28,12 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="protege", description=__doc__)
     p.add_argument("--version", action="version", version=f"protege {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
-    helps = {"run": "run the whole pipeline (resumable)"} | {s: f"run only the {s} stage" for s in STAGES}
+    helps = {"run": "run the whole pipeline (resumable)"} | {
+        s: f"run only the {s} stage" for s in STAGES
+    }
     for name, text in helps.items():
         sp = sub.add_parser(name, help=text)
-        sp.add_argument("recipe", help="recipe YAML file")
+        sp.add_argument("recipe", help="recipe YAML file ('-' for the defaults)")
         sp.add_argument("overrides", nargs="*", help="key.sub=value overrides")
         sp.add_argument("--force", action="store_true", help="redo even if up to date")
         sp.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -44,9 +46,11 @@ def run_stages(recipe, stages: list[str], force: bool = False) -> None:
 
     rd = RunDir(recipe.run_root)
     rd.root.mkdir(parents=True, exist_ok=True)
-    tmp = rd.recipe.with_name("recipe.yaml.tmp")
-    tmp.write_text(dump_recipe(recipe))
-    os.replace(tmp, rd.recipe)
+    text = dump_recipe(recipe)
+    if not rd.recipe.exists() or rd.recipe.read_text() != text:
+        tmp = rd.recipe.with_name("recipe.yaml.tmp")
+        tmp.write_text(text)
+        os.replace(tmp, rd.recipe)
     for name in stages:
         t0 = time.perf_counter()
         module = importlib.import_module(STAGE_MODULES[name])
@@ -82,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         from protege.config import load_recipe
 
-        recipe = load_recipe(args.recipe, args.overrides)
+        recipe = load_recipe(None if args.recipe == "-" else args.recipe, args.overrides)
         stages = list(STAGES) if args.command == "run" else [args.command]
         run_stages(recipe, stages, force=args.force)
     except UserError as e:

@@ -30,7 +30,9 @@ class FieldMap(StrictModel):
 
 
 class CurateConfig(StrictModel):
-    source: Literal["synthetic", "jsonl"] = Field("synthetic", description="where questions come from")
+    source: Literal["synthetic", "jsonl"] = Field(
+        "synthetic", description="where questions come from"
+    )
     path: str | None = Field(None, description="JSONL file of questions when source=jsonl")
     fields: FieldMap = Field(default_factory=FieldMap, description="field mapping for source=jsonl")
     levels: list[Literal[1, 2, 3]] = Field([1, 2], description="synthetic difficulty levels to mix")
@@ -69,6 +71,14 @@ class VerifyConfig(StrictModel):
         "all", description="which correct samples to keep per question"
     )
     max_per_question: int | None = Field(None, gt=0, description="cap on kept samples per question")
+    implicit_answers: bool = Field(
+        True,
+        description="accept a finished sample that never states its answer when the last "
+        "number in it is right; its training example then ends with answer_template",
+    )
+    answer_template: str = Field(
+        "The answer is {answer}.", description="how an implicit answer is stated in training"
+    )
 
 
 class TrainConfig(StrictModel):

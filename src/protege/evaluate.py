@@ -17,7 +17,14 @@ from protege.backends.base import SamplingParams
 from protege.config import Recipe
 from protege.prompts import question_messages
 from protege.records import EvalResult, Question, append_jsonl, read_jsonl, repair_jsonl
-from protege.rundir import RunDir, hash_config, invalidate, is_fresh, write_manifest
+from protege.rundir import (
+    RunDir,
+    hash_config,
+    invalidate,
+    is_fresh,
+    sha256_path,
+    write_manifest,
+)
 
 BENCH = "heldout"
 
@@ -49,12 +56,35 @@ def summarize(results: list[EvalResult]) -> dict:
     }
 
 
+def run_key(ref: str, recipe: Recipe) -> str:
+    """Identifies what produced a result: the model's weights (hashed for a local
+    directory, which a re-run of training overwrites) and the evaluation settings."""
+    from protege.models import resolve
+
+    resolved = resolve(ref)
+    weights = sha256_path(resolved) if Path(resolved).is_dir() else str(resolved)
+    return hash_config({"weights": weights, "eval": recipe.eval.model_dump(mode="json")})
+
+
+def load_done(path: Path, key: str) -> dict[str, EvalResult]:
+    """Results already on disk for this exact model and settings; results from other
+    weights (a retrained student) are stale and are discarded."""
+    if not path.exists():
+        return {}
+    repair_jsonl(path)
+    results = read_jsonl(path, EvalResult)
+    if any(r.run_key != key for r in results):
+        path.unlink()
+        return {}
+    return {r.question_id: r for r in results}
+
+
 def evaluate_model(recipe: Recipe, label: str, ref: str, questions, out: Path) -> dict:
     """Evaluate one model, resuming from `out/results.jsonl`; returns its metrics."""
     cfg = recipe.eval
     results_path = out / "results.jsonl"
-    repair_jsonl(results_path)
-    done = {r.question_id: r for r in read_jsonl(results_path, EvalResult)} if results_path.exists() else {}
+    key = run_key(ref, recipe)
+    done = load_done(results_path, key)
     todo = [q for q in questions if q.id not in done]
     if todo:
         from protege.backends.hf import HFBackend
@@ -65,7 +95,7 @@ def evaluate_model(recipe: Recipe, label: str, ref: str, questions, out: Path) -
         params = SamplingParams(temperature=0.0, max_new_tokens=cfg.max_new_tokens, stop_regex=stop)
         bar = tqdm(total=len(todo), desc=f"eval {label}", unit="q", dynamic_ncols=True)
         for batch in backend.generate(chats, params):
-            recs = [_result(todo[i], label, c) for i, c in batch]
+            recs = [_result(todo[i], label, key, c) for i, c in batch]
             append_jsonl(results_path, recs)
             done.update((r.question_id, r) for r in recs)
             bar.update(len(batch))
@@ -78,13 +108,21 @@ def evaluate_model(recipe: Recipe, label: str, ref: str, questions, out: Path) -
     return metrics
 
 
-def _result(q: Question, label: str, c) -> EvalResult:
+def _result(q: Question, label: str, key: str, c) -> EvalResult:
     extracted, ok = score(c.text, q.answer)
     return EvalResult(
-        question_id=q.id, model=label, bench=BENCH, output=c.text, extracted=extracted,
-        gold=q.answer, correct=ok, completion_tokens=c.completion_tokens,
-        finish_reason=c.finish_reason, latency_s=round(c.latency_s, 4),
-    )  # fmt: skip
+        question_id=q.id,
+        model=label,
+        bench=BENCH,
+        output=c.text,
+        extracted=extracted,
+        gold=q.answer,
+        correct=ok,
+        completion_tokens=c.completion_tokens,
+        finish_reason=c.finish_reason,
+        latency_s=round(c.latency_s, 4),
+        run_key=key,
+    )
 
 
 def run(recipe: Recipe, rd: RunDir, force: bool = False) -> dict | None:
@@ -105,12 +143,18 @@ def run(recipe: Recipe, rd: RunDir, force: bool = False) -> dict | None:
         metrics[label] = evaluate_model(recipe, label, ref, questions, out)
         by_ref.setdefault(ref, out)
         outputs += [out / "results.jsonl", out / "metrics.json"]
-    counts = {label: {"accuracy": m["accuracy"], "correct": m["correct"], "n": m["n"]}
-              for label, m in metrics.items()}  # fmt: skip
+    counts = {f"{label}_accuracy": m["accuracy"] for label, m in metrics.items()}
+    counts |= {f"{label}_correct": m["correct"] for label, m in metrics.items()}
+    counts["n"] = len(questions)
     return write_manifest(
-        rd, "eval", config_hash=chash, inputs=inputs, outputs=outputs, counts=counts,
+        rd,
+        "eval",
+        config_hash=chash,
+        inputs=inputs,
+        outputs=outputs,
+        counts=counts,
         seconds=time.perf_counter() - t0,
-    )  # fmt: skip
+    )
 
 
 def _copy_results(src: Path, dst: Path, label: str) -> None:

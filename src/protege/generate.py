@@ -69,12 +69,23 @@ def run(recipe: Recipe, rd: RunDir, force: bool = False) -> dict | None:
         "truncated": sum(s.finish_reason == "length" for s in samples),
     }
     return write_manifest(
-        rd, "generate", config_hash=chash, inputs=[rd.questions], outputs=[rd.samples],
-        counts=counts, seconds=time.perf_counter() - t0,
+        rd,
+        "generate",
+        config_hash=chash,
+        inputs=[rd.questions],
+        outputs=[rd.samples],
+        counts=counts,
+        seconds=time.perf_counter() - t0,
         cost=sum(s.cost_usd for s in samples),
-        extra={"teacher": {"model": cfg.teacher, "provider": "hf", "hash": thash,
-                           "params": cfg.model_dump(mode="json")}},
-    )  # fmt: skip
+        extra={
+            "teacher": {
+                "model": cfg.teacher,
+                "provider": "hf",
+                "hash": thash,
+                "params": cfg.model_dump(mode="json"),
+            }
+        },
+    )
 
 
 def _generate(recipe: Recipe, rd: RunDir, todo, thash: str) -> None:
@@ -92,5 +103,7 @@ def _generate(recipe: Recipe, rd: RunDir, todo, thash: str) -> None:
         append_jsonl(rd.samples, recs)
         tokens += sum(c.completion_tokens for _, c in batch)
         bar.update(len(batch))
-        bar.set_postfix(tokens=tokens, tok_s=f"{tokens / max(bar.format_dict['elapsed'], 1e-9):.0f}")
+        bar.set_postfix(
+            tokens=tokens, tok_s=f"{tokens / max(bar.format_dict['elapsed'], 1e-9):.0f}"
+        )
     bar.close()

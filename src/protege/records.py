@@ -78,6 +78,7 @@ class EvalResult(Record):
     completion_tokens: int
     finish_reason: str
     latency_s: float
+    run_key: str  # which model weights and settings produced it (see evaluate.run_key)
 
 
 R = TypeVar("R", bound=BaseModel)

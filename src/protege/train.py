@@ -21,7 +21,9 @@ from protege.rundir import RunDir, hash_config, invalidate, is_fresh, write_mani
 def to_prompt_completion(ex: TrainExample) -> dict:
     """All turns before the final assistant turn are the prompt; that turn is the completion."""
     if not ex.messages or ex.messages[-1]["role"] != "assistant":
-        raise UserError(f"training example {ex.question_id}/{ex.sample_idx}: no final assistant turn")
+        raise UserError(
+            f"training example {ex.question_id}/{ex.sample_idx}: no final assistant turn"
+        )
     return {"prompt": ex.messages[:-1], "completion": [ex.messages[-1]]}
 
 
@@ -119,8 +121,11 @@ def train_model(recipe: Recipe, rd: RunDir, examples: list[TrainExample]) -> dic
     shutil.rmtree(rd.model, ignore_errors=True)
     os.replace(tmp, rd.model)
     shutil.rmtree(ckpt_dir, ignore_errors=True)
-    return {"steps": trainer.state.global_step, "train_loss": round(result.training_loss, 4),
-            "resumed_from_step": resume_step}  # fmt: skip
+    return {
+        "steps": trainer.state.global_step,
+        "train_loss": round(result.training_loss, 4),
+        "resumed_from_step": resume_step,
+    }
 
 
 def run(recipe: Recipe, rd: RunDir, force: bool = False) -> dict | None:
@@ -138,7 +143,11 @@ def run(recipe: Recipe, rd: RunDir, force: bool = False) -> dict | None:
         )
     stats = train_model(recipe, rd, examples)
     return write_manifest(
-        rd, "train", config_hash=chash, inputs=[rd.train_set],
-        outputs=[rd.model, rd.train_metrics], counts={"examples": len(examples), **stats},
+        rd,
+        "train",
+        config_hash=chash,
+        inputs=[rd.train_set],
+        outputs=[rd.model, rd.train_metrics],
+        counts={"examples": len(examples), **stats},
         seconds=time.perf_counter() - t0,
-    )  # fmt: skip
+    )

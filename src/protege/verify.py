@@ -28,9 +28,14 @@ def judge(sample: Sample, gold: str | None, cfg: VerifyConfig) -> Verdict:
 
     if sample.error:
         return verdict(False, None, f"teacher error: {sample.error}")
-    if not sample.response.strip():
-        return verdict(False, None, "no explicit final answer")
-    g = grade(sample.response, gold, cfg.tolerance)
+    text = sample.response
+    if not text.strip():
+        if not cfg.implicit_answers:
+            return verdict(False, None, "no explicit final answer")
+        if sample.finish_reason == "length":  # its last number is mid-thought, not an answer
+            return verdict(False, None, "cut off before an answer")
+        text = sample.reasoning
+    g = grade(text, gold, cfg.tolerance)
     if g.correct is None:
         return verdict(False, g.extracted, "gold answer cannot be checked")
     if not g.correct:
@@ -61,8 +66,13 @@ def select(good: list[Sample], cfg: VerifyConfig) -> tuple[list[Sample], list[Sa
     return kept, dups + [s for s in uniq if (s.question_id, s.sample_idx) not in kept_keys]
 
 
-def example(s: Sample, cfg: VerifyConfig) -> TrainExample:
-    turn = assistant_turn(s.reasoning, trim_after_answer(s.response), cfg.think_open, cfg.think_close)
+def example(s: Sample, v: Verdict, cfg: VerifyConfig) -> TrainExample:
+    """The training example; an implicit answer is stated explicitly with the template,
+    so the student learns to always commit to one answer."""
+    answer = trim_after_answer(s.response) if s.response.strip() else ""
+    if not answer:
+        answer = cfg.answer_template.format(answer=(v.extracted or "").lstrip("$ "))
+    turn = assistant_turn(s.reasoning, answer, cfg.think_open, cfg.think_close)
     return TrainExample(
         question_id=s.question_id,
         sample_idx=s.sample_idx,
@@ -81,7 +91,9 @@ def run(recipe: Recipe, rd: RunDir, force: bool = False) -> dict | None:
     t0 = time.perf_counter()
     gold = {q.id: q.answer for q in read_jsonl(rd.questions, Question)}
     samples = [
-        s for s in read_jsonl(rd.samples, Sample) if s.teacher_hash == thash and s.question_id in gold
+        s
+        for s in read_jsonl(rd.samples, Sample)
+        if s.teacher_hash == thash and s.question_id in gold
     ]
     verdicts = {(s.question_id, s.sample_idx): judge(s, gold[s.question_id], cfg) for s in samples}
     good = [s for s in samples if verdicts[(s.question_id, s.sample_idx)].correct]
@@ -94,7 +106,9 @@ def run(recipe: Recipe, rd: RunDir, force: bool = False) -> dict | None:
     kept_keys = {(s.question_id, s.sample_idx) for s in kept}
     write_jsonl(rd.kept, [verdicts[k] for k in sorted(kept_keys)])
     write_jsonl(rd.rejected, [v for k, v in sorted(verdicts.items()) if k not in kept_keys])
-    write_jsonl(rd.train_set, [example(s, cfg) for s in kept])
+    write_jsonl(
+        rd.train_set, [example(s, verdicts[(s.question_id, s.sample_idx)], cfg) for s in kept]
+    )
     reasons = Counter(_reason_kind(v.reason) for k, v in verdicts.items() if k not in kept_keys)
     counts = {
         "samples": len(samples),
@@ -106,10 +120,14 @@ def run(recipe: Recipe, rd: RunDir, force: bool = False) -> dict | None:
         "rejected_by_reason": dict(reasons),
     }
     return write_manifest(
-        rd, "verify", config_hash=chash, inputs=inputs,
-        outputs=[rd.kept, rd.rejected, rd.train_set], counts=counts,
+        rd,
+        "verify",
+        config_hash=chash,
+        inputs=inputs,
+        outputs=[rd.kept, rd.rejected, rd.train_set],
+        counts=counts,
         seconds=time.perf_counter() - t0,
-    )  # fmt: skip
+    )
 
 
 def _reason_kind(reason: str) -> str:

@@ -44,7 +44,9 @@ class HFBackend:
         else:
             kwargs.update(temperature=None, top_p=None, top_k=None)
         if params.stop_regex:
-            kwargs["stopping_criteria"] = [_RegexStop(params.stop_regex, tok, enc.input_ids.shape[1])]
+            kwargs["stopping_criteria"] = [
+                _RegexStop(params.stop_regex, tok, enc.input_ids.shape[1])
+            ]
         t0 = time.perf_counter()
         with torch.inference_mode():
             out = self.model.generate(

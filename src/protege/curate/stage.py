@@ -109,7 +109,11 @@ def run(recipe: Recipe, rd: RunDir, force: bool = False) -> dict | None:
         "eval": len(held_out),
     }
     return write_manifest(
-        rd, "curate", config_hash=chash, inputs=inputs,
-        outputs=[rd.questions, rd.eval_questions], counts=counts,
+        rd,
+        "curate",
+        config_hash=chash,
+        inputs=inputs,
+        outputs=[rd.questions, rd.eval_questions],
+        counts=counts,
         seconds=time.perf_counter() - t0,
-    )  # fmt: skip
+    )

@@ -11,14 +11,40 @@ from __future__ import annotations
 import random
 
 NAMES = [
-    ("Mia", "she"), ("Leo", "he"), ("Ava", "she"), ("Noah", "he"), ("Zoe", "she"),
-    ("Omar", "he"), ("Lena", "she"), ("Ravi", "he"), ("Iris", "she"), ("Tom", "he"),
-    ("Sara", "she"), ("Ken", "he"), ("Nora", "she"), ("Eli", "he"), ("Ana", "she"),
-]  # fmt: skip
+    ("Mia", "she"),
+    ("Leo", "he"),
+    ("Ava", "she"),
+    ("Noah", "he"),
+    ("Zoe", "she"),
+    ("Omar", "he"),
+    ("Lena", "she"),
+    ("Ravi", "he"),
+    ("Iris", "she"),
+    ("Tom", "he"),
+    ("Sara", "she"),
+    ("Ken", "he"),
+    ("Nora", "she"),
+    ("Eli", "he"),
+    ("Ana", "she"),
+]
 ITEMS = [
-    "apples", "marbles", "stickers", "pencils", "cookies", "coins", "books", "shells",
-    "cards", "stamps", "balloons", "candies", "buttons", "flowers", "eggs", "toy cars",
-]  # fmt: skip
+    "apples",
+    "marbles",
+    "stickers",
+    "pencils",
+    "cookies",
+    "coins",
+    "books",
+    "shells",
+    "cards",
+    "stamps",
+    "balloons",
+    "candies",
+    "buttons",
+    "flowers",
+    "eggs",
+    "toy cars",
+]
 CONTAINERS = ["boxes", "bags", "packs", "jars", "baskets"]
 
 
