@@ -5,10 +5,12 @@ Every number is read from the stages' manifests and result files, none is recomp
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 
 from protege.config import Recipe
+from protege.records import EvalResult, read_jsonl
 from protege.rundir import (
     STAGES,
     RunDir,
@@ -36,6 +38,30 @@ def accuracy_table(evals: dict) -> list[str]:
         gain = evals["trained"]["accuracy"] - evals["student"]["accuracy"]
         rows.append(f"| **gain from training** | **{100 * gain:+.1f} pts** | |")
     return rows
+
+
+def mcnemar(before: dict[str, bool], after: dict[str, bool]) -> tuple[int, int, float]:
+    """(questions fixed, questions broken, two-sided exact McNemar p) for paired results:
+    is the change in accuracy more than the noise of which questions flip?"""
+    fixed = sum(1 for q, ok in after.items() if ok and not before.get(q, False))
+    broken = sum(1 for q, ok in after.items() if not ok and before.get(q, False))
+    n, k = fixed + broken, min(fixed, broken)
+    p = min(1.0, 2 * sum(math.comb(n, i) for i in range(k + 1)) / 2**n) if n else 1.0
+    return fixed, broken, p
+
+
+def significance(rd: RunDir) -> list[str]:
+    paths = [rd.eval_dir(m, "heldout") / "results.jsonl" for m in ("student", "trained")]
+    if not all(p.exists() for p in paths):
+        return []
+    before, after = ({r.question_id: r.correct for r in read_jsonl(p, EvalResult)} for p in paths)
+    fixed, broken, p = mcnemar(before, after)
+    verdict = "beyond noise" if p < 0.05 else "within noise"
+    return [
+        "",
+        f"Trained vs untrained student on the same questions: {fixed} fixed, {broken} broken; "
+        f"exact McNemar p = {p:.3g} ({verdict} at p < 0.05).",
+    ]
 
 
 def loss_summary(rd: RunDir) -> tuple[float | None, float | None]:
@@ -80,7 +106,9 @@ def training(rd: RunDir, trn: dict, seconds: float) -> list[str]:
     first, last = loss_summary(rd)
     return [
         f"- {trn.get('examples', 0)} examples, {trn.get('steps', 0)} steps, {seconds:.0f} s",
-        f"- loss: {first} (first log) -> {last} (last log)" if first is not None else "- loss: n/a",
+        f"- loss: {first:.3f} (first log) -> {last:.3f} (last log)"
+        if first is not None
+        else "- loss: n/a",
     ]
 
 
@@ -98,6 +126,7 @@ def render(recipe: Recipe, rd: RunDir, manifests: dict, evals: dict) -> str:
             *["", "## Teacher", "", *teacher(c, cost)],
             *["", "## Training", "", *training(rd, c["train"], secs["train"])],
             *["", "## Held-out accuracy (greedy)", "", *accuracy_table(evals)],
+            *significance(rd),
             *["", "## Time", "", "| stage | seconds |", "|---|---:|", *times, ""],
         ]
     )
