@@ -138,5 +138,9 @@ def load_model(ref: str, precision: str = "auto"):
         model = AutoModelForCausalLM.from_pretrained(path, dtype=pick_dtype(precision))
     except OSError as e:
         raise UserError(f"cannot load model {ref!r}: {str(e).splitlines()[0]}") from None
+    import torch
+
+    if torch.cuda.is_available():
+        model.to("cuda")
     model.eval()
     return model, tok

@@ -36,6 +36,7 @@ class HFBackend:
 
         tok = self.tokenizer
         enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+        enc = enc.to(self.model.device)
         sample = params.temperature > 0
         kwargs = {"do_sample": sample, "max_new_tokens": params.max_new_tokens}
         if sample:
