@@ -37,6 +37,13 @@ def parser() -> argparse.ArgumentParser:
         sp.add_argument("overrides", nargs="*", help="key.sub=value overrides")
         sp.add_argument("--force", action="store_true", help="redo even if up to date")
         sp.add_argument("--debug", action="store_true", help="show tracebacks")
+    sv = sub.add_parser("serve", help="OpenAI-compatible server for a local model")
+    sv.add_argument("model", help="alias, local HF directory (e.g. runs/x/04-train/model), .gguf")
+    sv.add_argument("--host", default="127.0.0.1")
+    sv.add_argument("--port", type=int, default=8000)
+    sv.add_argument("--api-key", default=None, help="require this key (default: $PROTEGE_API_KEY)")
+    sv.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto")
+    sv.add_argument("--debug", action="store_true", help="show tracebacks")
     return p
 
 
@@ -84,12 +91,23 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     try:
+        if args.command == "serve":
+            from protege.serve import serve
+
+            key = args.api_key or os.environ.get("PROTEGE_API_KEY")
+            serve(args.model, args.host, args.port, key, args.precision)
+            return 0
         from protege.config import load_recipe
 
         recipe = load_recipe(None if args.recipe == "-" else args.recipe, args.overrides)
         stages = list(STAGES) if args.command == "run" else [args.command]
         run_stages(recipe, stages, force=args.force)
     except UserError as e:
+        if args.debug:
+            raise
+        print(f"protege: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # e.g. the port is taken
         if args.debug:
             raise
         print(f"protege: error: {e}", file=sys.stderr)

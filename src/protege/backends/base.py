@@ -12,6 +12,12 @@ class Completion:
     prompt_tokens: int
     completion_tokens: int
     latency_s: float  # wall time of the call that produced it (a batch, for batched engines)
+    reasoning: str | None = None  # from a separate field (reasoning_content, thinking blocks)
+    reasoning_tokens: int = 0
+    model: str | None = None  # the model version string the server reports
+    error: str | None = None  # set when the request failed for good; text is then empty
+    error_class: str | None = None  # rate_limit, server, timeout, connection, bad_request, ...
+    attempts: int = 1
 
 
 @dataclass(frozen=True)
@@ -23,3 +29,4 @@ class SamplingParams:
     # End a sequence as soon as its text matches this regex (checked on the tail of the
     # new text). Used to stop once a final answer is stated: what follows is discarded.
     stop_regex: str | None = None
+    stop: tuple[str, ...] = ()  # stop strings: generation ends there, the string excluded

@@ -4,8 +4,10 @@ hardware supports it (about 2x fp32 on these CPUs)."""
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 
 from protege.backends.base import Completion, SamplingParams
 from protege.models import load_model
@@ -25,11 +27,34 @@ class HFBackend:
         """Yield, batch by batch, (index into `chats`, completion) pairs. Callers persist
         each batch as it arrives, so an interrupted run loses at most one batch."""
         texts = [render_chat(self.tokenizer, c) for c in chats]
+        for batch in self.generate_texts(texts, params):
+            yield [(i, replace(c, text=c.text.strip())) for i, c in batch]
+
+    def generate_texts(
+        self, texts: Sequence[str], params: SamplingParams
+    ) -> Iterator[list[tuple[int, Completion]]]:
+        """The same for raw prompts, continued token-exactly (no chat template)."""
         lengths = [len(self.tokenizer(t, add_special_tokens=False).input_ids) for t in texts]
         order = sorted(range(len(texts)), key=lambda i: (lengths[i], i))
         for b, start in enumerate(range(0, len(order), self.batch_size)):
             idx = order[start : start + self.batch_size]
             yield list(zip(idx, self._batch([texts[i] for i in idx], params, b), strict=True))
+
+    def _kwargs(self, params: SamplingParams, b: int, prompt_len: int) -> dict:
+        import torch
+
+        kwargs = {"do_sample": params.temperature > 0, "max_new_tokens": params.max_new_tokens}
+        if params.temperature > 0:
+            torch.manual_seed(params.seed + b)  # reproducible for the same batching
+            kwargs.update(temperature=params.temperature, top_p=params.top_p)
+        else:
+            kwargs.update(temperature=None, top_p=None, top_k=None)
+        patterns = [f"(?:{params.stop_regex})"] if params.stop_regex else []
+        patterns += [re.escape(x) for x in params.stop if x]
+        if patterns:
+            stop = _RegexStop("|".join(patterns), self.tokenizer, prompt_len)
+            kwargs["stopping_criteria"] = [stop]
+        return kwargs
 
     def _batch(self, texts: list[str], params: SamplingParams, b: int) -> list[Completion]:
         import torch
@@ -37,17 +62,7 @@ class HFBackend:
         tok = self.tokenizer
         enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False)
         enc = enc.to(self.model.device)
-        sample = params.temperature > 0
-        kwargs = {"do_sample": sample, "max_new_tokens": params.max_new_tokens}
-        if sample:
-            torch.manual_seed(params.seed + b)  # reproducible for the same batching
-            kwargs.update(temperature=params.temperature, top_p=params.top_p)
-        else:
-            kwargs.update(temperature=None, top_p=None, top_k=None)
-        if params.stop_regex:
-            kwargs["stopping_criteria"] = [
-                _RegexStop(params.stop_regex, tok, enc.input_ids.shape[1])
-            ]
+        kwargs = self._kwargs(params, b, enc.input_ids.shape[1])
         t0 = time.perf_counter()
         with torch.inference_mode():
             out = self.model.generate(
@@ -59,18 +74,17 @@ class HFBackend:
         for row, mask in zip(new, enc.attention_mask, strict=True):
             hit_eos = (row == tok.eos_token_id).nonzero()
             n = int(hit_eos[0, 0]) + 1 if len(hit_eos) else int((row != tok.pad_token_id).sum())
-            text = tok.decode(row[:n], skip_special_tokens=True)
-            stopped = len(hit_eos) > 0 or n < params.max_new_tokens
-            results.append(
-                Completion(
-                    text=text.strip(),
-                    finish_reason="stop" if stopped else "length",
-                    prompt_tokens=int(mask.sum()),
-                    completion_tokens=n,
-                    latency_s=dt,
-                )
-            )
+            text, cut = _cut_at_stop(tok.decode(row[:n], skip_special_tokens=True), params.stop)
+            stopped = len(hit_eos) > 0 or n < params.max_new_tokens or cut
+            finish = "stop" if stopped else "length"
+            results.append(Completion(text, finish, int(mask.sum()), n, dt))
         return results
+
+
+def _cut_at_stop(text: str, stops: Sequence[str]) -> tuple[str, bool]:
+    """Text up to the earliest stop string (excluded, as the OpenAI API does)."""
+    hits = [i for i in (text.find(x) for x in stops if x) if i >= 0]
+    return (text[: min(hits)], True) if hits else (text, False)
 
 
 class _RegexStop:

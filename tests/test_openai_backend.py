@@ -1,0 +1,202 @@
+"""The `openai` backend with the real SDK, against real servers on 127.0.0.1:
+`protege serve` running a tiny model, and a fault-injecting server."""
+
+import json
+import socket
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from protege.backends.base import SamplingParams
+from protege.backends.openai_compat import OpenAIBackend
+from protege.serve import ModelServer, make_handler
+
+
+def start(handler) -> tuple[ThreadingHTTPServer, str]:
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    httpd.daemon_threads = True
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    return httpd, f"http://127.0.0.1:{httpd.server_address[1]}/v1"
+
+
+def collect(backend, prompts, params, texts=False):
+    gen = backend.generate_texts if texts else backend.generate
+    return {i: c for batch in gen(prompts, params) for i, c in batch}
+
+
+@pytest.fixture(scope="module")
+def served(tiny_model_dir):
+    from protege.backends.hf import HFBackend
+
+    hf = HFBackend(str(tiny_model_dir), "fp32", batch_size=4)
+    httpd, url = start(make_handler(ModelServer(hf, "tiny", api_key="sekret")))
+    yield hf, url
+    httpd.shutdown()
+
+
+def test_chat_through_the_real_sdk_matches_local_generation(served):
+    hf, url = served
+    chats = [[{"role": "user", "content": f"Mia has {i} apples."}] for i in range(5)]
+    params = SamplingParams(max_new_tokens=8)
+    backend = OpenAIBackend("tiny", base_url=url, api_key="sekret", concurrency=3)
+    remote = collect(backend, chats, params)
+    local = {i: c for b in hf.generate(chats, params) for i, c in b}
+    assert sorted(remote) == list(range(5))
+    for i in range(5):
+        assert remote[i].text == local[i].text and remote[i].error is None
+        assert remote[i].completion_tokens == local[i].completion_tokens
+        assert remote[i].model == "tiny" and remote[i].finish_reason in ("stop", "length")
+
+
+def test_raw_completions_and_models(served):
+    import openai
+
+    _, url = served
+    backend = OpenAIBackend("tiny", base_url=url, api_key="sekret")
+    out = collect(backend, ["The answer is"], SamplingParams(max_new_tokens=5), texts=True)
+    assert out[0].error is None and out[0].completion_tokens >= 1
+    client = openai.OpenAI(base_url=url, api_key="sekret")
+    assert [m.id for m in client.models.list()] == ["tiny"]
+
+
+def test_wrong_key_is_a_final_auth_error(served):
+    _, url = served
+    backend = OpenAIBackend("tiny", base_url=url, api_key="wrong", max_retries=3)
+    c = collect(backend, [[{"role": "user", "content": "hi"}]], SamplingParams(max_new_tokens=2))[0]
+    assert (c.error_class, c.attempts) == ("auth", 1) and "401" in c.error
+
+
+class Faults(BaseHTTPRequestHandler):
+    """Answers according to a script in the user message: "script:429,500,ok" fails
+    with 429, then 500, then succeeds; each prompt keeps its own position."""
+
+    protocol_version = "HTTP/1.1"
+    seen: dict[str, int] = {}
+    lock = threading.Lock()
+
+    def log_message(self, *args):
+        pass
+
+    def _send(self, status, body: bytes, headers=()):
+        self.send_response(status)
+        for k, v in headers:
+            self.send_header(k, v)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_POST(self):
+        req = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        prompt = req["messages"][-1]["content"]
+        with self.lock:
+            n = self.seen.get(prompt, 0)
+            self.seen[prompt] = n + 1
+        steps = prompt.split("script:")[1].split(",")
+        step = steps[min(n, len(steps) - 1)]
+        ok = {
+            "id": "x",
+            "object": "chat.completion",
+            "created": 0,
+            "model": "fault-1",
+            "choices": [
+                {
+                    "index": 0,
+                    "finish_reason": "stop",
+                    "message": {
+                        "role": "assistant",
+                        "content": "The answer is 4.",
+                        "reasoning_content": "2+2=4",
+                    },
+                }
+            ],
+            "usage": {
+                "prompt_tokens": 7,
+                "completion_tokens": 5,
+                "completion_tokens_details": {"reasoning_tokens": 3},
+            },
+        }
+        err = json.dumps({"error": {"message": step, "type": "x"}}).encode()
+        if step == "ok":
+            self._send(200, json.dumps(ok).encode())
+        elif step == "length":
+            ok["choices"][0]["finish_reason"] = "length"
+            self._send(200, json.dumps(ok).encode())
+        elif step == "filter":
+            ok["choices"][0]["finish_reason"] = "content_filter"
+            self._send(200, json.dumps(ok).encode())
+        elif step == "empty":
+            self._send(200, json.dumps({**ok, "choices": []}).encode())
+        elif step == "malformed":
+            self._send(200, b'{"id": "x", "choices": [')
+        elif step == "429ra":
+            self._send(429, err, [("Retry-After", "0.3")])
+        elif step.isdigit():
+            self._send(int(step), err)
+        elif step == "slow":
+            time.sleep(1.5)
+            self._send(200, json.dumps(ok).encode())
+        elif step == "reset":
+            self.connection.shutdown(socket.SHUT_RDWR)
+            self.close_connection = True
+
+
+@pytest.fixture(scope="module")
+def faults():
+    httpd, url = start(Faults)
+    yield url
+    httpd.shutdown()
+
+
+@pytest.mark.parametrize(
+    ("script", "error_class", "attempts"),
+    [
+        ("ok", None, 1),
+        ("429,ok", None, 2),
+        ("429ra,ok", None, 2),
+        ("500,502,503,ok", None, 4),
+        ("slow,ok", None, 2),  # timed out once, then answered
+        ("reset,ok", None, 2),
+        ("malformed,ok", None, 2),
+        ("empty,ok", None, 2),
+        ("length", None, 1),
+        ("filter", "content_filter", 1),
+        ("400", "bad_request", 1),
+        ("401", "auth", 1),
+        ("503", "server", 4),  # retried until max_retries, then recorded
+    ],
+)
+def test_each_fault_ends_as_specified(faults, script, error_class, attempts):
+    backend = OpenAIBackend(
+        "fault-1", base_url=faults, api_key="k", max_retries=3, timeout_s=1.0, backoff_base_s=0.01
+    )
+    chat = [{"role": "user", "content": f"{time.time_ns()} script:{script}"}]
+    c = collect(backend, [chat], SamplingParams(max_new_tokens=5))[0]
+    assert (c.error_class, c.attempts) == (error_class, attempts), c.error
+    if error_class is None:
+        assert (c.text, c.reasoning, c.reasoning_tokens) == ("The answer is 4.", "2+2=4", 3)
+        assert c.finish_reason == ("length" if script == "length" else "stop")
+    else:
+        assert c.text == "" and c.error
+
+
+def test_retry_after_is_honoured(faults):
+    backend = OpenAIBackend("fault-1", base_url=faults, api_key="k", backoff_base_s=0.001)
+    chat = [{"role": "user", "content": f"{time.time_ns()} script:429ra,ok"}]
+    t0 = time.monotonic()
+    c = collect(backend, [chat], SamplingParams(max_new_tokens=5))[0]
+    assert c.error is None and time.monotonic() - t0 >= 0.3
+
+
+def test_many_requests_in_flight_all_complete(faults):
+    backend = OpenAIBackend(
+        "fault-1", base_url=faults, api_key="k", concurrency=8, backoff_base_s=0.01
+    )
+    chats = [
+        [{"role": "user", "content": f"{time.time_ns()}-{i} script:{s}"}]
+        for i, s in enumerate(["ok", "429,ok", "500,ok", "reset,ok"] * 10)
+    ]
+    out = collect(backend, chats, SamplingParams(max_new_tokens=5))
+    assert sorted(out) == list(range(40)) and all(c.error is None for c in out.values())
