@@ -42,7 +42,26 @@ class CurateConfig(StrictModel):
     seed: int = Field(0, description="seed for generation, shuffling and the split")
 
 
+class Price(StrictModel):
+    input_per_mtok: float = Field(0.0, ge=0, description="USD per million prompt tokens")
+    output_per_mtok: float = Field(0.0, ge=0, description="USD per million completion tokens")
+    reasoning_per_mtok: float | None = Field(
+        None, ge=0, description="USD per million reasoning tokens (default: the output price)"
+    )
+
+
+# Settings that change how fast or how safely samples are collected, not what they are:
+# changing them must not invalidate samples already paid for.
+OPERATIONAL = {
+    "batch_size", "concurrency", "requests_per_minute", "tokens_per_minute", "timeout_s",
+    "max_retries", "prices", "max_cost_usd", "max_tokens", "api_key_env", "api_key_file",
+}  # fmt: skip
+
+
 class GenerateConfig(StrictModel):
+    provider: Literal["hf", "openai"] = Field(
+        "hf", description="hf: local transformers; openai: any OpenAI-compatible endpoint"
+    )
     teacher: str = Field("smollm2-135m", description="model alias, local HF dir, .gguf or HF id")
     samples_per_question: int = Field(4, gt=0, description="teacher attempts per question")
     temperature: float = Field(0.7, ge=0, description="sampling temperature (0 = greedy)")
@@ -54,13 +73,26 @@ class GenerateConfig(StrictModel):
     stop_at_answer: bool = Field(
         True, description="end a sample once it states its final answer (verify drops the rest)"
     )
+    base_url: str | None = Field(None, description="openai: endpoint, e.g. http://host:8000/v1")
+    api_key_env: str = Field("OPENAI_API_KEY", description="openai: env var holding the key")
+    api_key_file: str | None = Field(None, description="openai: file holding the key instead")
+    concurrency: int = Field(16, gt=0, description="openai: requests in flight at once")
+    requests_per_minute: float | None = Field(None, gt=0, description="client-side RPM limit")
+    tokens_per_minute: float | None = Field(None, gt=0, description="client-side TPM limit")
+    timeout_s: float = Field(600.0, gt=0, description="per-request timeout")
+    max_retries: int = Field(8, ge=0, description="retries of a retryable failure")
+    prices: dict[str, Price] = Field(
+        default_factory=dict, description="price table: model name -> per-token prices"
+    )
+    max_cost_usd: float | None = Field(None, gt=0, description="stop (resumably) at this spend")
+    max_tokens: int | None = Field(None, gt=0, description="stop (resumably) at these tokens")
 
     def teacher_hash(self) -> str:
-        """What makes two samples interchangeable: the model and its sampling settings
-        (not the batch size, which only changes speed)."""
+        """What makes two samples interchangeable: the model and its sampling settings,
+        not the operational settings (speed, limits, budget) in OPERATIONAL."""
         from protege.rundir import hash_config
 
-        return hash_config(self.model_dump(mode="json", exclude={"batch_size"}))
+        return hash_config(self.model_dump(mode="json", exclude=OPERATIONAL))
 
 
 class VerifyConfig(StrictModel):

@@ -5,13 +5,18 @@ asked again and never written twice."""
 
 from __future__ import annotations
 
+import os
+import sys
 import time
+from pathlib import Path
+from urllib.parse import urlparse
 
 from tqdm import tqdm
 
 from protege.answers import ANSWER_DONE, split_reasoning
 from protege.backends.base import SamplingParams
-from protege.config import Recipe
+from protege.config import GenerateConfig, Price, Recipe
+from protege.errors import UserError
 from protege.prompts import question_messages
 from protege.records import Question, Sample, Usage, append_jsonl, read_jsonl, repair_jsonl
 from protege.rundir import RunDir, hash_config, invalidate, is_fresh, write_manifest
@@ -30,20 +35,91 @@ def existing(rd: RunDir, teacher_hash: str) -> list[Sample]:
     return [s for s in read_jsonl(rd.samples, Sample) if s.teacher_hash == teacher_hash]
 
 
-def to_sample(q: Question, idx: int, teacher: str, thash: str, chat, c) -> Sample:
-    reasoning, response = split_reasoning(c.text)
+def to_sample(q: Question, idx: int, cfg: GenerateConfig, thash: str, chat, c) -> Sample:
+    """A backend's Completion as a Sample; reasoning from its own field when the API
+    returned one, else from think delimiters or the text before the answer."""
+    if c.reasoning is not None:
+        reasoning, response = c.reasoning.strip(), c.text.strip()
+    else:
+        reasoning, response = split_reasoning(c.text)
+    usage = Usage(prompt_tokens=c.prompt_tokens, completion_tokens=c.completion_tokens,
+                  reasoning_tokens=c.reasoning_tokens)  # fmt: skip
     return Sample(
-        question_id=q.id,
-        sample_idx=idx,
-        teacher=teacher,
-        teacher_hash=thash,
-        prompt=chat,
-        reasoning=reasoning,
-        response=response,
-        finish_reason=c.finish_reason,
-        usage=Usage(prompt_tokens=c.prompt_tokens, completion_tokens=c.completion_tokens),
+        question_id=q.id, sample_idx=idx, teacher=c.model or cfg.teacher, teacher_hash=thash,
+        prompt=chat, reasoning=reasoning, response=response, finish_reason=c.finish_reason,
+        usage=usage, cost_usd=cost_usd(usage, cfg.prices.get(cfg.teacher)),
         latency_s=round(c.latency_s, 4),
-    )
+        error=f"{c.error_class}: {c.error}" if c.error else None,
+    )  # fmt: skip
+
+
+def cost_usd(usage: Usage, price: Price | None) -> float:
+    """Dollars for one sample from the price table (reasoning tokens are part of the
+    completion tokens, priced at the reasoning price when one is given)."""
+    if price is None:
+        return 0.0
+    reasoning = price.reasoning_per_mtok
+    plain = usage.completion_tokens - (usage.reasoning_tokens if reasoning is not None else 0)
+    dollars = usage.prompt_tokens * price.input_per_mtok + plain * price.output_per_mtok
+    dollars += usage.reasoning_tokens * (reasoning or 0.0) if reasoning is not None else 0.0
+    return round(dollars / 1e6, 8)
+
+
+def is_proprietary(cfg: GenerateConfig) -> bool:
+    """An API teacher that is not on this machine: its terms of service may forbid
+    training on its outputs."""
+    if cfg.provider == "hf":
+        return False
+    host = urlparse(cfg.base_url or "https://api.openai.com/v1").hostname or ""
+    return host not in ("127.0.0.1", "localhost", "::1")
+
+
+def api_key(cfg: GenerateConfig) -> str | None:
+    """From a key file or the environment only, never from the recipe itself."""
+    if cfg.api_key_file:
+        path = Path(cfg.api_key_file).expanduser()
+        if not path.exists():
+            raise UserError(f"{path}: no such API key file")
+        return path.read_text().strip()
+    key = os.environ.get(cfg.api_key_env)
+    if not key and is_proprietary(cfg):
+        raise UserError(f"no API key: set ${cfg.api_key_env} or generate.api_key_file")
+    return key
+
+
+TERMS_NOTICE = (
+    "using a proprietary model's outputs to train another model may violate the "
+    "provider's terms of service; check them before training on these samples"
+)
+
+
+def provenance(cfg: GenerateConfig, thash: str, samples: list[Sample]) -> dict:
+    """Who the teacher was, for the manifest and the dataset card. No secrets."""
+    params = cfg.model_dump(mode="json", exclude={"api_key_file", "prices"})
+    return {
+        "provider": cfg.provider,
+        "model": cfg.teacher,
+        "versions": sorted({s.teacher for s in samples}),
+        "hash": thash,
+        "params": params,
+        "date": time.strftime("%Y-%m-%d", time.gmtime()),
+        "terms_notice": TERMS_NOTICE if is_proprietary(cfg) else None,
+    }
+
+
+def make_backend(cfg: GenerateConfig):
+    if cfg.provider == "openai":
+        from protege.backends.openai_compat import OpenAIBackend
+
+        return OpenAIBackend(
+            cfg.teacher, base_url=cfg.base_url, api_key=api_key(cfg),
+            concurrency=cfg.concurrency, requests_per_minute=cfg.requests_per_minute,
+            tokens_per_minute=cfg.tokens_per_minute, timeout_s=cfg.timeout_s,
+            max_retries=cfg.max_retries,
+        )  # fmt: skip
+    from protege.backends.hf import HFBackend
+
+    return HFBackend(cfg.teacher, cfg.precision, cfg.batch_size)
 
 
 def run(recipe: Recipe, rd: RunDir, force: bool = False) -> dict | None:
@@ -54,10 +130,17 @@ def run(recipe: Recipe, rd: RunDir, force: bool = False) -> dict | None:
     invalidate(rd, "generate")
     t0 = time.perf_counter()
     questions = read_jsonl(rd.questions, Question)
-    done = {(s.question_id, s.sample_idx) for s in existing(rd, thash)}
+    before = existing(rd, thash)
+    done = {(s.question_id, s.sample_idx) for s in before}
     todo = pending(questions, done, cfg.samples_per_question)
+    spent = Usage(prompt_tokens=sum(s.usage.prompt_tokens for s in before),
+                  completion_tokens=sum(s.usage.completion_tokens for s in before))  # fmt: skip
+    if is_proprietary(cfg):
+        print(f"note: {TERMS_NOTICE}", file=sys.stderr)
     if todo:
-        _generate(recipe, rd, todo, thash)
+        over_budget(cfg, spent.prompt_tokens + spent.completion_tokens,
+                    sum(s.cost_usd for s in before))  # fmt: skip
+        _generate(cfg, rd, todo, thash, spent, sum(s.cost_usd for s in before))
     wanted = {q.id for q in questions}
     samples = [s for s in existing(rd, thash) if s.question_id in wanted]
     counts = {
@@ -67,6 +150,8 @@ def run(recipe: Recipe, rd: RunDir, force: bool = False) -> dict | None:
         "completion_tokens": sum(s.usage.completion_tokens for s in samples),
         "prompt_tokens": sum(s.usage.prompt_tokens for s in samples),
         "truncated": sum(s.finish_reason == "length" for s in samples),
+        "errors": sum(bool(s.error) for s in samples),
+        "reasoning_tokens": sum(s.usage.reasoning_tokens for s in samples),
     }
     return write_manifest(
         rd,
@@ -77,33 +162,44 @@ def run(recipe: Recipe, rd: RunDir, force: bool = False) -> dict | None:
         counts=counts,
         seconds=time.perf_counter() - t0,
         cost=sum(s.cost_usd for s in samples),
-        extra={
-            "teacher": {
-                "model": cfg.teacher,
-                "provider": "hf",
-                "hash": thash,
-                "params": cfg.model_dump(mode="json"),
-            }
-        },
+        extra={"teacher": provenance(cfg, thash, samples)},
     )
 
 
-def _generate(recipe: Recipe, rd: RunDir, todo, thash: str) -> None:
-    from protege.backends.hf import HFBackend
-
-    cfg = recipe.generate
-    backend = HFBackend(cfg.teacher, cfg.precision, cfg.batch_size)
+def _generate(cfg: GenerateConfig, rd: RunDir, todo, thash: str, spent: Usage, cost: float):
+    """Ask the teacher for every pending sample, appending each batch as it arrives.
+    Stops cleanly at the budget: what is on disk stays, a re-run continues."""
+    backend = make_backend(cfg)
     chats = [question_messages(q.problem) for q, _ in todo]
     stop = ANSWER_DONE if cfg.stop_at_answer else None
     params = SamplingParams(cfg.temperature, cfg.top_p, cfg.max_new_tokens, cfg.seed, stop)
-    tokens = 0
+    tokens = spent.prompt_tokens + spent.completion_tokens
     bar = tqdm(total=len(todo), desc="generate", unit="sample", dynamic_ncols=True)
-    for batch in backend.generate(chats, params):
-        recs = [to_sample(*todo[i], cfg.teacher, thash, chats[i], c) for i, c in batch]
-        append_jsonl(rd.samples, recs)
-        tokens += sum(c.completion_tokens for _, c in batch)
-        bar.update(len(batch))
-        bar.set_postfix(
-            tokens=tokens, tok_s=f"{tokens / max(bar.format_dict['elapsed'], 1e-9):.0f}"
+    stream = backend.generate(chats, params)
+    try:
+        for batch in stream:
+            recs = [to_sample(*todo[i], cfg, thash, chats[i], c) for i, c in batch]
+            append_jsonl(rd.samples, recs)
+            tokens += sum(r.usage.prompt_tokens + r.usage.completion_tokens for r in recs)
+            cost += sum(r.cost_usd for r in recs)
+            bar.update(len(batch))
+            bar.set_postfix(
+                tokens=tokens, usd=f"{cost:.4f}", errors=sum(bool(r.error) for r in recs)
+            )
+            over_budget(cfg, tokens, cost)
+    finally:
+        stream.close()  # cancels requests still in flight
+        bar.close()
+
+
+def over_budget(cfg: GenerateConfig, tokens: int, cost: float) -> None:
+    if cfg.max_cost_usd is not None and cost >= cfg.max_cost_usd:
+        raise UserError(
+            f"budget reached: ${cost:.4f} spent of generate.max_cost_usd={cfg.max_cost_usd}; "
+            "samples so far are saved: raise the cap and run again to continue"
         )
-    bar.close()
+    if cfg.max_tokens is not None and tokens >= cfg.max_tokens:
+        raise UserError(
+            f"budget reached: {tokens} tokens of generate.max_tokens={cfg.max_tokens}; "
+            "samples so far are saved: raise the cap and run again to continue"
+        )
