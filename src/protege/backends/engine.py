@@ -61,6 +61,9 @@ class RateLimiter:
 
     requests_per_minute: float | None = None
     tokens_per_minute: float | None = None
+    # Pace a little under the limit: a request that wakes late sends its successor
+    # closer behind it, and the provider's clock is not ours.
+    headroom: float = 0.98
 
     def __post_init__(self):
         self._next = 0.0
@@ -69,9 +72,9 @@ class RateLimiter:
     def _cost(self, tokens: int) -> float:
         gaps = [0.0]
         if self.requests_per_minute:
-            gaps.append(60.0 / self.requests_per_minute)
+            gaps.append(60.0 / (self.requests_per_minute * self.headroom))
         if self.tokens_per_minute:
-            gaps.append(60.0 * tokens / self.tokens_per_minute)
+            gaps.append(60.0 * tokens / (self.tokens_per_minute * self.headroom))
         return max(gaps)
 
     async def acquire(self, tokens: int = 0) -> None:
