@@ -59,8 +59,10 @@ OPERATIONAL = {
 
 
 class GenerateConfig(StrictModel):
-    provider: Literal["hf", "openai"] = Field(
-        "hf", description="hf: local transformers; openai: any OpenAI-compatible endpoint"
+    provider: Literal["hf", "openai", "anthropic"] = Field(
+        "hf",
+        description="hf: local transformers; openai: any OpenAI-compatible endpoint; "
+        "anthropic: the Messages API",
     )
     teacher: str = Field("smollm2-135m", description="model alias, local HF dir, .gguf or HF id")
     samples_per_question: int = Field(4, gt=0, description="teacher attempts per question")
@@ -74,9 +76,14 @@ class GenerateConfig(StrictModel):
         True, description="end a sample once it states its final answer (verify drops the rest)"
     )
     base_url: str | None = Field(None, description="openai: endpoint, e.g. http://host:8000/v1")
-    api_key_env: str = Field("OPENAI_API_KEY", description="openai: env var holding the key")
-    api_key_file: str | None = Field(None, description="openai: file holding the key instead")
-    concurrency: int = Field(16, gt=0, description="openai: requests in flight at once")
+    api_key_env: str | None = Field(
+        None, description="env var holding the key (default OPENAI_API_KEY / ANTHROPIC_API_KEY)"
+    )
+    api_key_file: str | None = Field(None, description="file holding the API key instead")
+    concurrency: int = Field(16, gt=0, description="API requests in flight at once")
+    thinking_budget: int = Field(
+        0, ge=0, description="anthropic: extended-thinking token budget (0 = off)"
+    )
     requests_per_minute: float | None = Field(None, gt=0, description="client-side RPM limit")
     tokens_per_minute: float | None = Field(None, gt=0, description="client-side TPM limit")
     timeout_s: float = Field(600.0, gt=0, description="per-request timeout")

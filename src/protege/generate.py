@@ -70,7 +70,8 @@ def is_proprietary(cfg: GenerateConfig) -> bool:
     training on its outputs."""
     if cfg.provider == "hf":
         return False
-    host = urlparse(cfg.base_url or "https://api.openai.com/v1").hostname or ""
+    default = {"openai": "https://api.openai.com/v1", "anthropic": "https://api.anthropic.com"}
+    host = urlparse(cfg.base_url or default[cfg.provider]).hostname or ""
     return host not in ("127.0.0.1", "localhost", "::1")
 
 
@@ -81,9 +82,10 @@ def api_key(cfg: GenerateConfig) -> str | None:
         if not path.exists():
             raise UserError(f"{path}: no such API key file")
         return path.read_text().strip()
-    key = os.environ.get(cfg.api_key_env)
+    env = cfg.api_key_env or f"{cfg.provider.upper()}_API_KEY"
+    key = os.environ.get(env)
     if not key and is_proprietary(cfg):
-        raise UserError(f"no API key: set ${cfg.api_key_env} or generate.api_key_file")
+        raise UserError(f"no API key: set ${env} or generate.api_key_file")
     return key
 
 
@@ -108,15 +110,20 @@ def provenance(cfg: GenerateConfig, thash: str, samples: list[Sample]) -> dict:
 
 
 def make_backend(cfg: GenerateConfig):
+    api = dict(
+        base_url=cfg.base_url, api_key=api_key(cfg) if cfg.provider != "hf" else None,
+        concurrency=cfg.concurrency, requests_per_minute=cfg.requests_per_minute,
+        tokens_per_minute=cfg.tokens_per_minute, timeout_s=cfg.timeout_s,
+        max_retries=cfg.max_retries,
+    )  # fmt: skip
     if cfg.provider == "openai":
         from protege.backends.openai_compat import OpenAIBackend
 
-        return OpenAIBackend(
-            cfg.teacher, base_url=cfg.base_url, api_key=api_key(cfg),
-            concurrency=cfg.concurrency, requests_per_minute=cfg.requests_per_minute,
-            tokens_per_minute=cfg.tokens_per_minute, timeout_s=cfg.timeout_s,
-            max_retries=cfg.max_retries,
-        )  # fmt: skip
+        return OpenAIBackend(cfg.teacher, **api)
+    if cfg.provider == "anthropic":
+        from protege.backends.anthropic_api import AnthropicBackend
+
+        return AnthropicBackend(cfg.teacher, thinking_budget=cfg.thinking_budget, **api)
     from protege.backends.hf import HFBackend
 
     return HFBackend(cfg.teacher, cfg.precision, cfg.batch_size)

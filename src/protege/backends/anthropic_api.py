@@ -1,0 +1,84 @@
+"""Anthropic's Messages API through the official `anthropic` SDK (async), with extended
+thinking: thinking blocks become the sample's reasoning, text blocks its response."""
+
+from __future__ import annotations
+
+from protege.backends.base import Completion, SamplingParams
+from protege.backends.engine import ApiBackend, ResponseError, class_of_status, parse_retry_after
+
+STOP_REASONS = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length"}
+
+
+def classify(exc: BaseException) -> tuple[str, float | None, str]:
+    import anthropic
+
+    if isinstance(exc, ResponseError):
+        return exc.error_class, None, str(exc)
+    if isinstance(exc, anthropic.APITimeoutError):
+        return "timeout", None, "request timed out"
+    if isinstance(exc, anthropic.APIConnectionError):
+        return "connection", None, f"connection error: {exc.__cause__ or exc}"
+    if isinstance(exc, anthropic.APIStatusError):
+        retry_after = parse_retry_after(exc.response.headers.get("retry-after"))
+        msg = f"HTTP {exc.status_code}: {str(exc.message)[:200]}"
+        return class_of_status(exc.status_code), retry_after, msg
+    if isinstance(exc, (anthropic.APIResponseValidationError, ValueError)):
+        return "malformed", None, f"malformed response: {str(exc)[:200]}"
+    raise exc
+
+
+def to_completion(resp, latency: float, attempts: int) -> Completion:
+    blocks = getattr(resp, "content", None)
+    if not blocks:
+        raise ResponseError("malformed", "response has no content blocks")
+    if resp.stop_reason == "refusal":
+        raise ResponseError("content_filter", "the model refused (stop_reason=refusal)")
+    thinking = [b.thinking for b in blocks if b.type == "thinking"]
+    text = "".join(b.text for b in blocks if b.type == "text")
+    usage = resp.usage
+    return Completion(
+        text=text,
+        finish_reason=STOP_REASONS.get(resp.stop_reason or "", resp.stop_reason or "stop"),
+        prompt_tokens=usage.input_tokens if usage else 0,
+        completion_tokens=usage.output_tokens if usage else 0,
+        latency_s=latency,
+        reasoning="\n\n".join(thinking) if thinking else None,
+        model=resp.model,
+        attempts=attempts,
+    )
+
+
+class AnthropicBackend(ApiBackend):
+    """`thinking_budget` > 0 turns on extended thinking with that many tokens. The
+    current SDK's `messages.create` takes no temperature or top_p, so sampling is the
+    API's own; samples differ across calls all the same."""
+
+    def __init__(self, model: str, *, thinking_budget: int = 0, **kwargs):
+        super().__init__(model, **kwargs)
+        self.thinking_budget = thinking_budget
+
+    def _client(self):
+        import anthropic
+
+        return anthropic.AsyncAnthropic(base_url=self.base_url, api_key=self.api_key or "none",
+                                        max_retries=0, timeout=self.timeout_s)  # fmt: skip
+
+    def _classify(self, exc: BaseException) -> tuple[str, float | None, str]:
+        return classify(exc)
+
+    def _complete(self, resp, latency: float, attempts: int) -> Completion:
+        return to_completion(resp, latency, attempts)
+
+    async def _call(self, client, prompt, params: SamplingParams, chat: bool):
+        if not chat:
+            raise ResponseError("bad_request", "the Messages API has no raw completions")
+        system = "\n\n".join(m["content"] for m in prompt if m["role"] == "system")
+        kwargs = {"model": self.model, "max_tokens": params.max_new_tokens + self.thinking_budget,
+                  "messages": [m for m in prompt if m["role"] != "system"]}  # fmt: skip
+        if system:
+            kwargs["system"] = system
+        if self.thinking_budget:
+            kwargs["thinking"] = {"type": "enabled", "budget_tokens": self.thinking_budget}
+        if params.stop:
+            kwargs["stop_sequences"] = list(params.stop)
+        return await client.messages.create(**kwargs)
