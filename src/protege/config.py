@@ -53,17 +53,19 @@ class Price(StrictModel):
 # Settings that change how fast or how safely samples are collected, not what they are:
 # changing them must not invalidate samples already paid for.
 OPERATIONAL = {
-    "batch_size", "concurrency", "requests_per_minute", "tokens_per_minute", "timeout_s",
-    "max_retries", "prices", "max_cost_usd", "max_tokens", "api_key_env", "api_key_file",
+    "batch_size", "tensor_parallel_size", "concurrency", "requests_per_minute",
+    "tokens_per_minute", "timeout_s", "max_retries", "prices", "max_cost_usd", "max_tokens",
+    "api_key_env", "api_key_file",
 }  # fmt: skip
 
 
 class GenerateConfig(StrictModel):
-    provider: Literal["hf", "openai", "anthropic"] = Field(
+    provider: Literal["hf", "vllm", "openai", "anthropic"] = Field(
         "hf",
-        description="hf: local transformers; openai: any OpenAI-compatible endpoint; "
-        "anthropic: the Messages API",
+        description="hf: local transformers; vllm: vLLM's offline engine (GPU); "
+        "openai: any OpenAI-compatible endpoint; anthropic: the Messages API",
     )
+    tensor_parallel_size: int = Field(1, gt=0, description="vllm: GPUs per model replica")
     teacher: str = Field("smollm2-135m", description="model alias, local HF dir, .gguf or HF id")
     samples_per_question: int = Field(4, gt=0, description="teacher attempts per question")
     temperature: float = Field(0.7, ge=0, description="sampling temperature (0 = greedy)")

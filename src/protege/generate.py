@@ -68,7 +68,7 @@ def cost_usd(usage: Usage, price: Price | None) -> float:
 def is_proprietary(cfg: GenerateConfig) -> bool:
     """An API teacher that is not on this machine: its terms of service may forbid
     training on its outputs."""
-    if cfg.provider == "hf":
+    if cfg.provider in ("hf", "vllm"):
         return False
     default = {"openai": "https://api.openai.com/v1", "anthropic": "https://api.anthropic.com"}
     host = urlparse(cfg.base_url or default[cfg.provider]).hostname or ""
@@ -111,7 +111,8 @@ def provenance(cfg: GenerateConfig, thash: str, samples: list[Sample]) -> dict:
 
 def make_backend(cfg: GenerateConfig):
     api = dict(
-        base_url=cfg.base_url, api_key=api_key(cfg) if cfg.provider != "hf" else None,
+        base_url=cfg.base_url,
+        api_key=api_key(cfg) if cfg.provider in ("openai", "anthropic") else None,
         concurrency=cfg.concurrency, requests_per_minute=cfg.requests_per_minute,
         tokens_per_minute=cfg.tokens_per_minute, timeout_s=cfg.timeout_s,
         max_retries=cfg.max_retries,
@@ -124,6 +125,11 @@ def make_backend(cfg: GenerateConfig):
         from protege.backends.anthropic_api import AnthropicBackend
 
         return AnthropicBackend(cfg.teacher, thinking_budget=cfg.thinking_budget, **api)
+    if cfg.provider == "vllm":
+        from protege.backends.vllm_offline import VLLMBackend
+
+        return VLLMBackend(cfg.teacher, tensor_parallel_size=cfg.tensor_parallel_size,
+                           precision=cfg.precision, seed=cfg.seed)  # fmt: skip
     from protege.backends.hf import HFBackend
 
     return HFBackend(cfg.teacher, cfg.precision, cfg.batch_size)
