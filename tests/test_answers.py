@@ -107,3 +107,44 @@ def test_math500_boxed_gold_matches_answer_field(shared_data):
     ]
     assert len(rows) == 500
     assert len(mismatched) <= 5, mismatched
+
+
+def test_every_math500_solution_verifies_against_its_answer(shared_data):
+    """Symbolic equivalence (math-verify) of each solution's final \\boxed{} and the gold."""
+    rows = [
+        json.loads(x) for x in (shared_data / "math500" / "test.jsonl").read_text().splitlines()
+    ]
+    failures = [
+        (r["unique_id"], r["answer"], grade(r["solution"], r["answer"], kind="math").reason)
+        for r in rows
+        if grade(r["solution"], r["answer"], kind="math").correct is not True
+    ]
+    assert failures == []
+    # and it can fail: a solution graded against the next problem's answer
+    wrong = sum(
+        grade(a["solution"], b["answer"], kind="math").correct is True
+        for a, b in zip(rows, rows[1:], strict=False)
+    )
+    assert wrong < 25  # a few neighbours share an answer (e.g. 2 and 2)
+
+
+def test_aime_and_amc_gold_formats(shared_data):
+    aime = [json.loads(x) for x in (shared_data / "aime24" / "test.jsonl").read_text().splitlines()]
+    for r in aime:
+        assert grade(f"... so \\boxed{{{int(r['answer'])}}}.", r["answer"]).correct, r["answer"]
+        assert grade(f"The answer is {int(r['answer']) + 1}.", r["answer"]).correct is False
+    amc = [json.loads(x) for x in (shared_data / "amc23" / "test.jsonl").read_text().splitlines()]
+    for r in amc:
+        gold = str(r["answer"])
+        pred = str(int(r["answer"])) if float(r["answer"]).is_integer() else gold
+        assert grade(f"The answer is {pred}.", gold).correct, gold
+
+
+def test_kinds_and_lists():
+    assert grade("\\boxed{\\frac{2}{4}}", "\\frac{1}{2}", kind="math").correct
+    assert grade("\\boxed{\\sqrt{2}}", "\\sqrt{3}", kind="math").correct is False
+    assert grade("\\boxed{x}", "\\frac{(", kind="math").correct is None  # unparseable gold
+    assert grade("The answer is 5.", ["4", "5"]).correct
+    assert grade("The answer is 6.", ["4", "5"]).correct is False
+    assert grade("The answer is Paris.", "paris", kind="exact").correct
+    assert grade("The answer is 0.3334.", "0.3333", tolerance=1e-3, kind="numeric").correct

@@ -1,3 +1,4 @@
+from protege.answers import grade
 from protege.config import Recipe, VerifyConfig
 from protege.records import (
     Question,
@@ -8,7 +9,7 @@ from protege.records import (
     write_jsonl,
 )
 from protege.rundir import RunDir
-from protege.verify import example, judge, run, select
+from protege.verify import example, grade_all, judge, run, select
 
 THASH = Recipe().generate.teacher_hash()
 
@@ -43,7 +44,7 @@ def test_judge_reasons():
     loop = "She has 5 now.\n" * 4
     assert "repetition" in judge(sample("a", 0, loop, "The answer is 5."), "5", cfg).reason
     assert "teacher error" in judge(sample("a", 0, "", "", error="timeout"), "5", cfg).reason
-    assert judge(sample("a", 0, "", "The answer is 5."), None, cfg).reason.startswith("gold")
+    assert judge(sample("a", 0, "", "The answer is 5."), None, cfg).reason.startswith("cannot be")
 
 
 def test_select_policies_and_duplicates():
@@ -101,3 +102,17 @@ def test_stage_writes_funnel(tmp_path):
     assert [v.sample_idx for v in read_jsonl(rd.rejected, Verdict)] == [1]
     assert len(read_jsonl(rd.train_set, TrainExample)) == 2
     assert run(recipe, rd) is None
+
+
+def test_grade_all_in_workers_matches_in_process():
+    cfg = VerifyConfig(kind="math", workers=2)
+    samples = [
+        sample("a", 0, "r", "So \\boxed{\\frac{1}{2}}."),
+        sample("a", 1, "r", "\\boxed{0.5}"),
+        sample("a", 2, "r", "\\boxed{2}"),
+        sample("a", 3, "r", "", finish="length"),
+    ]
+    gold = {"a": "\\frac{2}{4}"}
+    grades = grade_all(samples, gold, cfg)
+    assert [g.correct if g else None for g in grades] == [True, True, False, None]
+    assert grades[:3] == [grade(s.response, "\\frac{2}{4}", kind="math") for s in samples[:3]]

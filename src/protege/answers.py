@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import math
 import re
+import threading
 from dataclasses import dataclass
+from typing import Literal
 
 # A minus sign counts only when attached and not a binary minus ("10-5", "x -5" stay 5).
 _NUM = r"(?:(?<![\w)])-)?(?:\$\s?)?(?:\d[\d,]*(?:\.\d+)?|\.\d+)"
@@ -19,6 +21,7 @@ _PATTERNS = [
     ("final_answer", re.compile(r"final\s+answer\s*:?\s*\**\s*(" + _NUM + ")", re.IGNORECASE)),
 ]
 _LAST_NUMBER = re.compile(_NUM)
+_TEXT_ANSWER = re.compile(r"answer\s+is\s*:?\s*\**\s*([^\n]+?)\**\s*(?:\.\s|\.?$|\n)", re.I)
 
 
 # An answer statement that is complete: the number is followed by a sentence end or a
@@ -130,22 +133,79 @@ def gold_answer(raw: str, fmt: str = "plain") -> str:
     return raw.strip()
 
 
-def grade(response: str, gold: str | None, tolerance: float = 1e-6) -> Grade:
-    """Compare the response's final answer with the gold answer numerically
-    (relative tolerance), falling back to exact string match for non-numbers."""
+Kind = Literal["auto", "math", "numeric", "exact"]
+
+
+def grade(
+    response: str, gold: str | list[str] | None, tolerance: float = 1e-6, kind: Kind = "auto"
+) -> Grade:
+    """Is the response's final answer equal to the gold answer (or to any in a list)?
+
+    kind: `numeric` compares numbers (relative/absolute tolerance); `exact` compares
+    strings; `math` asks math-verify for symbolic equivalence (gold parsed first: a gold
+    it cannot parse gives correct=None, "cannot verify", not "wrong"); `auto` is numeric
+    when both sides are plain numbers and math otherwise."""
     extracted, method = extract_answer(response)
+    text_answer = _TEXT_ANSWER.search(response) if kind == "exact" else None
+    if text_answer and method in ("last_number", "none"):  # "The answer is Paris."
+        extracted, method = text_answer.group(1).strip(), "answer_is_text"
     if extracted is None:
         return Grade(False, None, "no answer found")
-    if gold is None:
+    if gold is None or (isinstance(gold, list) and not gold):
         return Grade(None, extracted, "no gold answer")
-    g, p = to_number(gold), to_number(extracted)
-    if g is None:
-        same = extracted.strip() == gold.strip()
+    grades = [_grade_one(extracted, method, g, tolerance, kind) for g in _as_list(gold)]
+    return next((g for g in grades if g.correct), None) or next(
+        (g for g in grades if g.correct is False), grades[0]
+    )
+
+
+def _as_list(gold: str | list[str]) -> list[str]:
+    return [gold] if isinstance(gold, str) else [str(g) for g in gold]
+
+
+def _grade_one(extracted: str, method: str, gold: str, tol: float, kind: Kind) -> Grade:
+    if kind == "exact":
+        same = _norm(extracted) == _norm(gold)
         return Grade(same, extracted, f"exact match via {method}: {same}")
-    if p is None:
-        return Grade(False, extracted, f"not a number via {method}")
-    ok = math.isclose(p, g, rel_tol=tolerance, abs_tol=tolerance)
-    return Grade(ok, extracted, f"{'equal' if ok else 'differs'} via {method}")
+    g, p = to_number(gold), to_number(extracted)
+    if kind == "numeric" or (kind == "auto" and g is not None and p is not None):
+        if g is None:
+            return Grade(None, extracted, f"gold {gold!r} is not a number")
+        if p is None:
+            return Grade(False, extracted, f"not a number via {method}")
+        ok = math.isclose(p, g, rel_tol=tol, abs_tol=tol)
+        return Grade(ok, extracted, f"{'equal' if ok else 'differs'} via {method}")
+    return _math_equal(extracted, method, gold)
+
+
+def _norm(s: str) -> str:
+    return re.sub(r"\s+", " ", s.strip().strip("$").rstrip(".")).lower()
+
+
+def _latex(s: str) -> str:
+    # escaped dollars and thin spaces are typesetting, not math: "\\$32,\\!348" is 32348
+    s = s.strip().replace("\\$", "").replace("\\!", "")
+    return s if "$" in s or "\\(" in s or "\\[" in s else f"${s}$"
+
+
+def _math_equal(extracted: str, method: str, gold: str) -> Grade:
+    from math_verify import parse, verify
+
+    # math-verify's own timeouts use SIGALRM, which exists only in the main thread;
+    # elsewhere the caller (a worker pool) must bound the time.
+    timeout = 5 if threading.current_thread() is threading.main_thread() else None
+    gold_p = parse(_latex(gold), parsing_timeout=timeout)
+    if not any(not isinstance(x, str) for x in gold_p):
+        # math-verify hands back the raw string when it cannot parse: a match can still
+        # be confirmed, a mismatch cannot
+        if _norm(extracted) == _norm(gold):
+            return Grade(True, extracted, f"exact match via {method} (gold is not math)")
+        return Grade(None, extracted, f"cannot verify: gold {gold!r} does not parse")
+    pred_p = parse(_latex(extracted), parsing_timeout=timeout)
+    if not pred_p:
+        return Grade(False, extracted, f"answer does not parse via {method}")
+    ok = bool(verify(gold_p, pred_p, timeout_seconds=timeout))
+    return Grade(ok, extracted, f"{'equivalent' if ok else 'not equivalent'} via {method}")
 
 
 def trim_after_answer(response: str) -> str:

@@ -105,7 +105,13 @@ class GenerateConfig(StrictModel):
 
 
 class VerifyConfig(StrictModel):
+    kind: Literal["auto", "math", "numeric", "exact"] = Field(
+        "auto",
+        description="answer equivalence: auto (numeric or math-verify), math, numeric, exact",
+    )
     tolerance: float = Field(1e-6, ge=0, description="relative/absolute numeric tolerance")
+    workers: int = Field(0, ge=0, description="grading processes (0 = one per core)")
+    timeout_s: float = Field(10.0, gt=0, description="per-sample grading time limit")
     think_open: str = Field("<think>", description="opening think delimiter in training examples")
     think_close: str = Field("</think>", description="closing think delimiter in training examples")
     keep: Literal["all", "shortest", "first"] = Field(

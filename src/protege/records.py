@@ -26,7 +26,7 @@ class Record(BaseModel):
 class Question(Record):
     id: str
     problem: str
-    answer: str | None = None
+    answer: str | list[str] | None = None  # a list: any of these is accepted
     domain: str | None = None
     source: str
     meta: dict[str, Any] = Field(default_factory=dict)

@@ -7,37 +7,64 @@ from __future__ import annotations
 import time
 from collections import Counter, defaultdict
 
-from protege.answers import grade, is_degenerate, trim_after_answer
+from protege.answers import Grade, grade, is_degenerate, trim_after_answer
 from protege.config import Recipe, VerifyConfig
 from protege.prompts import assistant_turn
 from protege.records import Question, Sample, TrainExample, Verdict, read_jsonl, write_jsonl
 from protege.rundir import RunDir, hash_config, invalidate, is_fresh, write_manifest
+from protege.workers import map_with_timeout
 
 
-def judge(sample: Sample, gold: str | None, cfg: VerifyConfig) -> Verdict:
-    """One sample's verdict; `reason` says why it was kept or rejected."""
+def answer_text(sample: Sample, cfg: VerifyConfig) -> tuple[str | None, str | None]:
+    """(text to grade, None) or (None, why the sample is rejected before grading)."""
+    if sample.error:
+        return None, f"teacher error: {sample.error}"
+    if sample.response.strip():
+        return sample.response, None
+    if not cfg.implicit_answers:
+        return None, "no explicit final answer"
+    if sample.finish_reason == "length":  # its last number is mid-thought, not an answer
+        return None, "cut off before an answer"
+    return sample.reasoning, None
+
+
+def grade_item(item: tuple) -> Grade:
+    """One grading job, run in a worker process (module-level so it pickles)."""
+    text, gold, tolerance, kind = item
+    return grade(text, gold, tolerance, kind)
+
+
+def grade_all(samples: list[Sample], gold: dict, cfg: VerifyConfig) -> list[Grade | None]:
+    """Grades in worker processes with a hard per-item timeout; None where a sample is
+    rejected before grading."""
+    texts = [answer_text(s, cfg)[0] for s in samples]
+    jobs = [i for i, t in enumerate(texts) if t is not None]
+    items = [(texts[i], gold[samples[i].question_id], cfg.tolerance, cfg.kind) for i in jobs]
+    graded = map_with_timeout(
+        grade_item, items, timeout_s=cfg.timeout_s, workers=cfg.workers,
+        on_timeout=lambda item: Grade(None, None, f"grading timed out after {cfg.timeout_s}s"),
+        on_error=lambda item, msg: Grade(None, None, f"grading failed: {msg}"),
+    )  # fmt: skip
+    out: list[Grade | None] = [None] * len(samples)
+    for i, g in zip(jobs, graded, strict=True):
+        out[i] = g
+    return out
+
+
+def judge(sample: Sample, gold, cfg: VerifyConfig, g: Grade | None = None) -> Verdict:
+    """One sample's verdict; `reason` says why it was kept or rejected. `g` is its grade
+    when already computed (by `grade_all`)."""
 
     def verdict(ok: bool, extracted: str | None, reason: str) -> Verdict:
-        return Verdict(
-            question_id=sample.question_id,
-            sample_idx=sample.sample_idx,
-            extracted=extracted,
-            correct=ok,
-            reason=reason,
-        )
+        return Verdict(question_id=sample.question_id, sample_idx=sample.sample_idx,
+                       extracted=extracted, correct=ok, reason=reason)  # fmt: skip
 
-    if sample.error:
-        return verdict(False, None, f"teacher error: {sample.error}")
-    text = sample.response
-    if not text.strip():
-        if not cfg.implicit_answers:
-            return verdict(False, None, "no explicit final answer")
-        if sample.finish_reason == "length":  # its last number is mid-thought, not an answer
-            return verdict(False, None, "cut off before an answer")
-        text = sample.reasoning
-    g = grade(text, gold, cfg.tolerance)
+    text, rejected = answer_text(sample, cfg)
+    if rejected:
+        return verdict(False, None, rejected)
+    g = g or grade(text, gold, cfg.tolerance, cfg.kind)
     if g.correct is None:
-        return verdict(False, g.extracted, "gold answer cannot be checked")
+        return verdict(False, g.extracted, f"cannot be checked: {g.reason}")
     if not g.correct:
         return verdict(False, g.extracted, f"wrong answer ({g.extracted} != {gold})")
     if is_degenerate(sample.reasoning):
@@ -95,7 +122,11 @@ def run(recipe: Recipe, rd: RunDir, force: bool = False) -> dict | None:
         for s in read_jsonl(rd.samples, Sample)
         if s.teacher_hash == thash and s.question_id in gold
     ]
-    verdicts = {(s.question_id, s.sample_idx): judge(s, gold[s.question_id], cfg) for s in samples}
+    grades = grade_all(samples, gold, cfg)
+    verdicts = {
+        (s.question_id, s.sample_idx): judge(s, gold[s.question_id], cfg, g)
+        for s, g in zip(samples, grades, strict=True)
+    }
     good = [s for s in samples if verdicts[(s.question_id, s.sample_idx)].correct]
     kept, dropped = select(good, cfg)
     for s in dropped:

@@ -49,7 +49,9 @@ def load_jsonl(cfg: CurateConfig) -> list[Question]:
         if not isinstance(obj.get(fm.problem), str) or not obj[fm.problem].strip():
             raise UserError(f"{path}:{line}: missing or empty field {fm.problem!r}")
         answer = obj.get(fm.answer) if fm.answer else None
-        if answer is not None:
+        if isinstance(answer, list):
+            answer = [gold_answer(str(a), fm.answer_format) for a in answer]
+        elif answer is not None:
             answer = gold_answer(str(answer), fm.answer_format)
         qid = str(obj[fm.id]) if fm.id and obj.get(fm.id) is not None else None
         problem = normalize(obj[fm.problem])
