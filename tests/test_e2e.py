@@ -39,6 +39,7 @@ RUN_FILES = {
     "03-verify/rejected.jsonl",
     "03-verify/train.jsonl",
     "03-verify/manifest.json",
+    "03-verify/README.md",
     "04-train/metrics.jsonl",
     "04-train/manifest.json",
     *(
@@ -89,7 +90,9 @@ def test_pipeline_killed_resumed_and_skipped(tmp_path):
     assert "student (trained)" in done.stdout and "report: " in done.stdout
 
     files = snapshot(run)
-    assert {f for f in files if not f.startswith("04-train/model/")} == RUN_FILES
+    dirs = ("04-train/model/", "03-verify/hf/")
+    assert {f for f in files if not f.startswith(dirs)} == RUN_FILES
+    assert "03-verify/hf/dataset_info.json" in files
     assert {"config.json", "model.safetensors", "tokenizer.json"} <= {
         f.split("/")[-1] for f in files if f.startswith("04-train/model/")
     }

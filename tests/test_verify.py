@@ -101,6 +101,13 @@ def test_stage_writes_funnel(tmp_path):
     assert m["counts"]["rejected_by_reason"] == {"wrong answer": 1}
     assert [v.sample_idx for v in read_jsonl(rd.rejected, Verdict)] == [1]
     assert len(read_jsonl(rd.train_set, TrainExample)) == 2
+    from datasets import load_from_disk
+
+    hf = load_from_disk(str(rd.stage("verify") / "hf"))
+    assert hf.num_rows == 2 and hf[0]["messages"][-1]["role"] == "assistant"
+    card = (rd.stage("verify") / "README.md").read_text()
+    assert "| 2 | 3 | 2 | 2 | 2 |" in card  # questions, samples, correct, kept, with kept
+    assert "| t | - | 3 | 2 | 66.7% | 2 |" in card and "terms of service" in card
     assert run(recipe, rd) is None
 
 

@@ -4,14 +4,19 @@ answer, keep what is right (and clean), and write the student's training set in
 
 from __future__ import annotations
 
+import os
+import shutil
 import time
 from collections import Counter, defaultdict
+from pathlib import Path
 
 from protege.answers import Grade, grade, is_degenerate, trim_after_answer
 from protege.config import Recipe, VerifyConfig
+from protege.errors import UserError
 from protege.prompts import assistant_turn
 from protege.records import Question, Sample, TrainExample, Verdict, read_jsonl, write_jsonl
 from protege.rundir import RunDir, hash_config, invalidate, is_fresh, write_manifest
+from protege.verify_card import write_card
 from protege.workers import map_with_timeout
 
 
@@ -107,6 +112,22 @@ def example(s: Sample, v: Verdict, cfg: VerifyConfig) -> TrainExample:
     )
 
 
+def decide(samples: list[Sample], gold: dict, cfg: VerifyConfig):
+    """Verdicts for every sample and the kept ones, after grading and selection."""
+    grades = grade_all(samples, gold, cfg)
+    verdicts = {
+        (s.question_id, s.sample_idx): judge(s, gold[s.question_id], cfg, g)
+        for s, g in zip(samples, grades, strict=True)
+    }
+    good = [s for s in samples if verdicts[(s.question_id, s.sample_idx)].correct]
+    kept, dropped = select(good, cfg)
+    for s in dropped:
+        key = (s.question_id, s.sample_idx)
+        reason = f"correct but not selected (keep={cfg.keep})"
+        verdicts[key] = verdicts[key].model_copy(update={"reason": reason})
+    return verdicts, good, kept
+
+
 def run(recipe: Recipe, rd: RunDir, force: bool = False) -> dict | None:
     cfg = recipe.verify
     thash = recipe.generate.teacher_hash()
@@ -116,49 +137,62 @@ def run(recipe: Recipe, rd: RunDir, force: bool = False) -> dict | None:
         return None
     invalidate(rd, "verify")
     t0 = time.perf_counter()
-    gold = {q.id: q.answer for q in read_jsonl(rd.questions, Question)}
-    samples = [
-        s
-        for s in read_jsonl(rd.samples, Sample)
-        if s.teacher_hash == thash and s.question_id in gold
-    ]
-    grades = grade_all(samples, gold, cfg)
-    verdicts = {
-        (s.question_id, s.sample_idx): judge(s, gold[s.question_id], cfg, g)
-        for s, g in zip(samples, grades, strict=True)
-    }
-    good = [s for s in samples if verdicts[(s.question_id, s.sample_idx)].correct]
-    kept, dropped = select(good, cfg)
-    for s in dropped:
-        v = verdicts[(s.question_id, s.sample_idx)]
-        verdicts[(s.question_id, s.sample_idx)] = v.model_copy(
-            update={"reason": f"correct but not selected (keep={cfg.keep})"}
+    questions = {q.id: q for q in read_jsonl(rd.questions, Question)}
+    gold = {qid: q.answer for qid, q in questions.items()}
+    everything = read_jsonl(rd.samples, Sample)
+    samples = [s for s in everything if s.teacher_hash == thash and s.question_id in gold]
+    if everything and not samples:
+        raise UserError(
+            f"{rd.samples}: {len(everything)} samples, none from this teacher config "
+            f"(hash {thash}) for these questions: run `protege generate` first"
         )
+    verdicts, good, kept = decide(samples, gold, cfg)
     kept_keys = {(s.question_id, s.sample_idx) for s in kept}
+    examples = [example(s, verdicts[(s.question_id, s.sample_idx)], cfg) for s in kept]
     write_jsonl(rd.kept, [verdicts[k] for k in sorted(kept_keys)])
     write_jsonl(rd.rejected, [v for k, v in sorted(verdicts.items()) if k not in kept_keys])
-    write_jsonl(
-        rd.train_set, [example(s, verdicts[(s.question_id, s.sample_idx)], cfg) for s in kept]
-    )
+    write_jsonl(rd.train_set, examples)
     reasons = Counter(_reason_kind(v.reason) for k, v in verdicts.items() if k not in kept_keys)
     counts = {
-        "samples": len(samples),
-        "correct": len(good),
-        "kept": len(kept),
-        "rejected": len(samples) - len(kept),
-        "questions": len(gold),
+        "samples": len(samples), "correct": len(good), "kept": len(kept),
+        "rejected": len(samples) - len(kept), "questions": len(gold),
         "questions_with_kept": len({s.question_id for s in kept}),
         "rejected_by_reason": dict(reasons),
-    }
+    }  # fmt: skip
+    hf_dir = rd.stage("verify") / "hf"
+    export_hf(examples, hf_dir)
+    write_card(rd, recipe, counts, by_source(questions, samples, verdicts, kept_keys))
     return write_manifest(
-        rd,
-        "verify",
-        config_hash=chash,
-        inputs=inputs,
-        outputs=[rd.kept, rd.rejected, rd.train_set],
-        counts=counts,
-        seconds=time.perf_counter() - t0,
-    )
+        rd, "verify", config_hash=chash, inputs=inputs,
+        outputs=[rd.kept, rd.rejected, rd.train_set, hf_dir, rd.stage("verify") / "README.md"],
+        counts=counts, seconds=time.perf_counter() - t0,
+    )  # fmt: skip
+
+
+def export_hf(examples: list[TrainExample], out: Path) -> None:
+    """The training set as an HF `datasets` folder (`datasets.load_from_disk`)."""
+    from datasets import Dataset
+
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    rows = [e.model_dump(mode="json") for e in examples]
+    data = Dataset.from_list(rows) if rows else Dataset.from_dict(
+        {"question_id": [], "sample_idx": [], "messages": []})  # fmt: skip
+    data.save_to_disk(str(tmp))
+    shutil.rmtree(out, ignore_errors=True)
+    os.replace(tmp, out)
+
+
+def by_source(questions: dict, samples: list[Sample], verdicts: dict, kept_keys: set) -> list:
+    """(source, domain, samples, correct, kept) rows for the dataset card."""
+    rows: dict[tuple, list[int]] = defaultdict(lambda: [0, 0, 0])
+    for s in samples:
+        q, key = questions[s.question_id], (s.question_id, s.sample_idx)
+        row = rows[(q.source, q.domain or "-")]
+        row[0] += 1
+        row[1] += verdicts[key].correct or "not selected" in verdicts[key].reason
+        row[2] += key in kept_keys
+    return [(*k, *v) for k, v in sorted(rows.items())]
 
 
 def _reason_kind(reason: str) -> str:
