@@ -45,6 +45,13 @@ def test_judge_reasons():
     assert "repetition" in judge(sample("a", 0, loop, "The answer is 5."), "5", cfg).reason
     assert "teacher error" in judge(sample("a", 0, "", "", error="timeout"), "5", cfg).reason
     assert judge(sample("a", 0, "", "The answer is 5."), None, cfg).reason.startswith("cannot be")
+    bounded = VerifyConfig(min_tokens=5, max_tokens=20)
+    ok = "2+3=5"
+    assert "too short" in judge(sample("a", 0, ok, "The answer is 5.", 3), "5", bounded).reason
+    assert "too long" in judge(sample("a", 0, ok, "The answer is 5.", 30), "5", bounded).reason
+    assert judge(sample("a", 0, ok, "The answer is 5.", 10), "5", bounded).correct
+    stray = judge(sample("a", 0, "<think> 2+3=5", "The answer is 5."), "5", cfg)
+    assert stray.reason == "unclosed or stray think delimiter"
 
 
 def test_select_policies_and_duplicates():
@@ -59,6 +66,8 @@ def test_select_policies_and_duplicates():
     assert [(s.question_id, s.sample_idx) for s in dropped] == [("a", 1)]  # duplicate trace
     kept, _ = select(good, VerifyConfig(keep="shortest"))
     assert [(s.question_id, s.sample_idx) for s in kept] == [("a", 2), ("b", 0)]
+    kept, _ = select(good, VerifyConfig(keep="longest"))
+    assert [(s.question_id, s.sample_idx) for s in kept] == [("a", 0), ("b", 0)]
     kept, _ = select(good, VerifyConfig(max_per_question=1))
     assert [(s.question_id, s.sample_idx) for s in kept] == [("a", 0), ("b", 0)]
 

@@ -114,8 +114,12 @@ class VerifyConfig(StrictModel):
     timeout_s: float = Field(10.0, gt=0, description="per-sample grading time limit")
     think_open: str = Field("<think>", description="opening think delimiter in training examples")
     think_close: str = Field("</think>", description="closing think delimiter in training examples")
-    keep: Literal["all", "shortest", "first"] = Field(
+    keep: Literal["all", "shortest", "longest", "first"] = Field(
         "all", description="which correct samples to keep per question"
+    )
+    min_tokens: int = Field(0, ge=0, description="reject samples with fewer completion tokens")
+    max_tokens: int | None = Field(
+        None, gt=0, description="reject samples with more completion tokens"
     )
     max_per_question: int | None = Field(None, gt=0, description="cap on kept samples per question")
     implicit_answers: bool = Field(

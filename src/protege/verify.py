@@ -74,7 +74,22 @@ def judge(sample: Sample, gold, cfg: VerifyConfig, g: Grade | None = None) -> Ve
         return verdict(False, g.extracted, f"wrong answer ({g.extracted} != {gold})")
     if is_degenerate(sample.reasoning):
         return verdict(False, g.extracted, "degenerate repetition in reasoning")
+    if problem := filtered(sample, cfg):
+        return verdict(False, g.extracted, problem)
     return verdict(True, g.extracted, g.reason)
+
+
+def filtered(sample: Sample, cfg: VerifyConfig) -> str | None:
+    """Why a correct sample is still unfit to train on, or None."""
+    n = sample.usage.completion_tokens
+    if n < cfg.min_tokens:
+        return f"too short ({n} < {cfg.min_tokens} tokens)"
+    if cfg.max_tokens is not None and n > cfg.max_tokens:
+        return f"too long ({n} > {cfg.max_tokens} tokens)"
+    text = sample.reasoning + sample.response
+    if cfg.think_close and (cfg.think_open in text or cfg.think_close in text):
+        return "unclosed or stray think delimiter"
+    return None
 
 
 def select(good: list[Sample], cfg: VerifyConfig) -> tuple[list[Sample], list[Sample]]:
@@ -90,8 +105,9 @@ def select(good: list[Sample], cfg: VerifyConfig) -> tuple[list[Sample], list[Sa
         by_q[s.question_id].append(s)
     kept = []
     for group in by_q.values():
-        if cfg.keep == "shortest":
-            group = sorted(group, key=lambda s: s.usage.completion_tokens)
+        if cfg.keep in ("shortest", "longest"):
+            sign = 1 if cfg.keep == "shortest" else -1
+            group = sorted(group, key=lambda s: sign * s.usage.completion_tokens)
         limit = 1 if cfg.keep != "all" else cfg.max_per_question
         kept += group[:limit] if limit else group
     kept_keys = {(s.question_id, s.sample_idx) for s in kept}
