@@ -132,3 +132,44 @@ def test_grade_all_in_workers_matches_in_process():
     grades = grade_all(samples, gold, cfg)
     assert [g.correct if g else None for g in grades] == [True, True, False, None]
     assert grades[:3] == [grade(s.response, "\\frac{2}{4}", kind="math") for s in samples[:3]]
+
+
+def test_code_samples_run_against_their_tests(tmp_path):
+    from protege.sandbox import isolation_prefix
+
+    try:
+        isolation_prefix()
+    except RuntimeError as e:
+        import pytest
+
+        pytest.skip(str(e))
+    recipe = Recipe(runs_dir=str(tmp_path), verify={"kind": "code", "timeout_s": 3})
+    rd = RunDir(recipe.run_root)
+    tests = "assert add(2, 3) == 5"
+    write_jsonl(
+        rd.questions,
+        [
+            Question(
+                id="c", problem="Write add(a, b).", source="t", domain="code", meta={"tests": tests}
+            )
+        ],
+    )
+    good = "Add them.\n```python\ndef add(a, b):\n    return a + b\n```"
+    bad = "```python\ndef add(a, b):\n    return a * b\n```"
+    hang = "```python\ndef add(a, b):\n    while True: pass\n```\nadd(1, 2)"
+    write_jsonl(
+        rd.samples,
+        [
+            sample("c", 0, good, ""),
+            sample("c", 1, bad, ""),
+            sample("c", 2, hang + "\n```python\nwhile True: pass\n```", ""),
+            sample("c", 3, "no code here", ""),
+        ],
+    )
+    m = run(recipe, rd)
+    assert (m["counts"]["kept"], m["counts"]["rejected"]) == (1, 3)
+    reasons = {v.sample_idx: v.reason for v in read_jsonl(rd.rejected, Verdict)}
+    assert "AssertionError" in reasons[1] and "timeout" in reasons[2]
+    assert reasons[3].startswith("wrong program: no code block")
+    ex = read_jsonl(rd.train_set, TrainExample)[0]
+    assert "return a + b" in ex.messages[-1]["content"]

@@ -208,6 +208,15 @@ def _math_equal(extracted: str, method: str, gold: str) -> Grade:
     return Grade(ok, extracted, f"{'equivalent' if ok else 'not equivalent'} via {method}")
 
 
+_CODE_BLOCK = re.compile(r"```(?:python|py|python3)?[ \t]*\n(.*?)```", re.DOTALL | re.IGNORECASE)
+
+
+def extract_code(text: str) -> str | None:
+    """The last fenced code block (```python ... ```), where coding answers live."""
+    blocks = _CODE_BLOCK.findall(text)
+    return blocks[-1].strip() if blocks else None
+
+
 def trim_after_answer(response: str) -> str:
     """The response up to the end of the line holding its final answer: what a model says
     after committing to an answer is noise we do not want a student to learn."""

@@ -24,6 +24,7 @@ class FieldMap(StrictModel):
     problem: str = Field("question", description="source field holding the problem text")
     answer: str | None = Field("answer", description="source field holding the gold answer")
     id: str | None = Field(None, description="source field holding a stable id, if any")
+    tests: str | None = Field(None, description="source field holding test code (coding tasks)")
     answer_format: Literal["plain", "gsm8k", "boxed"] = Field(
         "plain", description="how the gold answer is written: plain, GSM8K '#### N', \\boxed{}"
     )
@@ -105,9 +106,10 @@ class GenerateConfig(StrictModel):
 
 
 class VerifyConfig(StrictModel):
-    kind: Literal["auto", "math", "numeric", "exact"] = Field(
+    kind: Literal["auto", "math", "numeric", "exact", "code"] = Field(
         "auto",
-        description="answer equivalence: auto (numeric or math-verify), math, numeric, exact",
+        description="answer equivalence: auto (numeric or math-verify), math, numeric, exact; "
+        "code runs the last code block against the question's meta.tests in a sandbox",
     )
     tolerance: float = Field(1e-6, ge=0, description="relative/absolute numeric tolerance")
     workers: int = Field(0, ge=0, description="grading processes (0 = one per core)")

@@ -10,7 +10,7 @@ import time
 from collections import Counter, defaultdict
 from pathlib import Path
 
-from protege.answers import Grade, grade, is_degenerate, trim_after_answer
+from protege.answers import Grade, extract_code, grade, is_degenerate, trim_after_answer
 from protege.config import Recipe, VerifyConfig
 from protege.errors import UserError
 from protege.prompts import assistant_turn
@@ -35,8 +35,24 @@ def answer_text(sample: Sample, cfg: VerifyConfig) -> tuple[str | None, str | No
 
 def grade_item(item: tuple) -> Grade:
     """One grading job, run in a worker process (module-level so it pickles)."""
-    text, gold, tolerance, kind = item
-    return grade(text, gold, tolerance, kind)
+    text, gold, tolerance, kind, timeout_s = (*item, 10.0)[:5]
+    if kind != "code":
+        return grade(text, gold, tolerance, kind)
+    from protege.sandbox import Limits, run_program
+
+    code = extract_code(text)
+    if code is None:
+        return Grade(False, None, "no code block found")
+    if not gold:
+        return Grade(None, code, "no tests to run")
+    r = run_program(code, gold, Limits(timeout_s=timeout_s))
+    tail = r.stderr.strip().splitlines()[-1:] if not r.passed else []
+    return Grade(r.passed, code, f"tests {r.status}" + (f": {tail[0][:200]}" if tail else ""))
+
+
+def gold_of(q: Question, cfg: VerifyConfig):
+    """What a sample is checked against: the answer, or for code the test program."""
+    return q.meta.get("tests") if cfg.kind == "code" else q.answer
 
 
 def grade_all(samples: list[Sample], gold: dict, cfg: VerifyConfig) -> list[Grade | None]:
@@ -44,9 +60,12 @@ def grade_all(samples: list[Sample], gold: dict, cfg: VerifyConfig) -> list[Grad
     rejected before grading."""
     texts = [answer_text(s, cfg)[0] for s in samples]
     jobs = [i for i, t in enumerate(texts) if t is not None]
-    items = [(texts[i], gold[samples[i].question_id], cfg.tolerance, cfg.kind) for i in jobs]
+    items = [(texts[i], gold[samples[i].question_id], cfg.tolerance, cfg.kind, cfg.timeout_s)
+             for i in jobs]  # fmt: skip
+    # a program gets cfg.timeout_s inside its sandbox; the worker gets slack for start-up
+    slack = 20.0 if cfg.kind == "code" else 0.0
     graded = map_with_timeout(
-        grade_item, items, timeout_s=cfg.timeout_s, workers=cfg.workers,
+        grade_item, items, timeout_s=cfg.timeout_s + slack, workers=cfg.workers,
         on_timeout=lambda item: Grade(None, None, f"grading timed out after {cfg.timeout_s}s"),
         on_error=lambda item, msg: Grade(None, None, f"grading failed: {msg}"),
     )  # fmt: skip
@@ -71,6 +90,8 @@ def judge(sample: Sample, gold, cfg: VerifyConfig, g: Grade | None = None) -> Ve
     if g.correct is None:
         return verdict(False, g.extracted, f"cannot be checked: {g.reason}")
     if not g.correct:
+        if cfg.kind == "code":
+            return verdict(False, None, f"wrong program: {g.reason}")
         return verdict(False, g.extracted, f"wrong answer ({g.extracted} != {gold})")
     if is_degenerate(sample.reasoning):
         return verdict(False, g.extracted, "degenerate repetition in reasoning")
@@ -117,6 +138,12 @@ def select(good: list[Sample], cfg: VerifyConfig) -> tuple[list[Sample], list[Sa
 def example(s: Sample, v: Verdict, cfg: VerifyConfig) -> TrainExample:
     """The training example; an implicit answer is stated explicitly with the template,
     so the student learns to always commit to one answer."""
+    if cfg.kind == "code":  # the program is the answer: keep the text whole
+        text = f"{s.reasoning}\n\n{s.response}".strip()
+        turn = {"role": "assistant", "content": text}
+        return TrainExample(
+            question_id=s.question_id, sample_idx=s.sample_idx, messages=[*s.prompt, turn]
+        )
     answer = trim_after_answer(s.response) if s.response.strip() else ""
     if not answer:
         answer = cfg.answer_template.format(answer=(v.extracted or "").lstrip("$ "))
@@ -154,7 +181,7 @@ def run(recipe: Recipe, rd: RunDir, force: bool = False) -> dict | None:
     invalidate(rd, "verify")
     t0 = time.perf_counter()
     questions = {q.id: q for q in read_jsonl(rd.questions, Question)}
-    gold = {qid: q.answer for qid, q in questions.items()}
+    gold = {qid: gold_of(q, cfg) for qid, q in questions.items()}
     everything = read_jsonl(rd.samples, Sample)
     samples = [s for s in everything if s.teacher_hash == thash and s.question_id in gold]
     if everything and not samples:

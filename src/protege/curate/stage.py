@@ -62,7 +62,7 @@ def load_jsonl(cfg: CurateConfig) -> list[Question]:
                 answer=answer,
                 domain=obj.get("subject") or obj.get("domain"),
                 source=path.stem if path.stem not in ("train", "test") else path.parent.name,
-                meta={"line": line},
+                meta={"line": line, **({"tests": obj[fm.tests]} if fm.tests in obj else {})},
             )
         )
     return out
