@@ -9,7 +9,10 @@ import protege
 SRC = Path(protege.__file__).parent
 STAGES = {"curate", "generate", "verify", "train", "evaluate", "report", "serve"}
 SHARED = {"backends", "models", "prompts", "answers", "workers"}
-PART_OF = {"verify_card": "verify"}  # a stage's helper module counts as the stage
+PART_OF = {
+    "verify_card": "verify",
+    "verify_judge": "verify",
+}  # a stage's helper module counts as the stage
 BASE = {"config", "records", "rundir", "errors"}
 
 

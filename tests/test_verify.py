@@ -173,3 +173,75 @@ def test_code_samples_run_against_their_tests(tmp_path):
     assert reasons[3].startswith("wrong program: no code block")
     ex = read_jsonl(rd.train_set, TrainExample)[0]
     assert "return a + b" in ex.messages[-1]["content"]
+
+
+def test_llm_judge_decides_what_no_gold_answer_can(tmp_path):
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Judge(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args):
+            pass
+
+        def do_POST(self):
+            req = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            text = req["messages"][-1]["content"]
+            verdict = "CORRECT" if "Paris" in text.split("Proposed solution:")[1] else "INCORRECT"
+            if "mumble" in text:
+                verdict = "unsure"
+            body = json.dumps(
+                {
+                    "id": "j",
+                    "object": "chat.completion",
+                    "created": 0,
+                    "model": "judge-1",
+                    "usage": {"prompt_tokens": 1, "completion_tokens": 1},
+                    "choices": [
+                        {
+                            "index": 0,
+                            "finish_reason": "stop",
+                            "message": {
+                                "role": "assistant",
+                                "content": f"Hmm.\nVERDICT: {verdict}",
+                            },
+                        }
+                    ],
+                }
+            ).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Judge)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{httpd.server_address[1]}/v1"
+    recipe = Recipe(
+        runs_dir=str(tmp_path),
+        verify={"judge": {"provider": "openai", "teacher": "judge-1", "base_url": url}},
+    )
+    rd = RunDir(recipe.run_root)
+    write_jsonl(rd.questions, [Question(id="f", problem="Capital of France?", source="t")])
+    write_jsonl(
+        rd.samples,
+        [
+            sample("f", 0, "It is Paris.", ""),
+            sample("f", 1, "Lyon.", ""),
+            sample("f", 2, "mumble", ""),
+        ],
+    )
+    m = run(recipe, rd)
+    httpd.shutdown()
+    assert m["counts"]["kept"] == 1
+    kept = read_jsonl(rd.kept, Verdict)[0]
+    assert (kept.sample_idx, kept.reason) == (0, "judged correct by judge-1")
+    reasons = {v.sample_idx: v.reason for v in read_jsonl(rd.rejected, Verdict)}
+    assert reasons == {
+        1: "judged incorrect by judge-1",
+        2: "cannot be checked: judge gave no verdict",
+    }
+    assert read_jsonl(rd.train_set, TrainExample)[0].messages[-1]["content"] == "It is Paris."

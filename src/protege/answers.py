@@ -149,10 +149,10 @@ def grade(
     text_answer = _TEXT_ANSWER.search(response) if kind == "exact" else None
     if text_answer and method in ("last_number", "none"):  # "The answer is Paris."
         extracted, method = text_answer.group(1).strip(), "answer_is_text"
-    if extracted is None:
-        return Grade(False, None, "no answer found")
     if gold is None or (isinstance(gold, list) and not gold):
         return Grade(None, extracted, "no gold answer")
+    if extracted is None:
+        return Grade(False, None, "no answer found")
     grades = [_grade_one(extracted, method, g, tolerance, kind) for g in _as_list(gold)]
     return next((g for g in grades if g.correct), None) or next(
         (g for g in grades if g.correct is False), grades[0]
@@ -241,3 +241,12 @@ def is_degenerate(text: str, max_repeats: int = 2) -> bool:
             if counts[key] > max_repeats:
                 return True
     return False
+
+
+_VERDICT = re.compile(r"VERDICT:\s*\**\s*(CORRECT|INCORRECT)", re.IGNORECASE)
+
+
+def parse_judgement(text: str) -> bool | None:
+    """An LLM judge's last `VERDICT: CORRECT|INCORRECT`, or None when it gave none."""
+    hits = _VERDICT.findall(text)
+    return hits[-1].upper() == "CORRECT" if hits else None

@@ -129,6 +129,11 @@ class VerifyConfig(StrictModel):
         description="accept a finished sample that never states its answer when the last "
         "number in it is right; its training example then ends with answer_template",
     )
+    judge: GenerateConfig | None = Field(
+        None,
+        description="an LLM judge (a teacher section: provider, teacher = the judge model, "
+        "base_url, ...) for samples whose answer cannot be checked against a gold answer",
+    )
     answer_template: str = Field(
         "The answer is {answer}.", description="how an implicit answer is stated in training"
     )

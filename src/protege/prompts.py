@@ -30,3 +30,17 @@ def render_chat(tokenizer, messages: list[dict[str, str]]) -> str:
     # A base model with no template: plain role-prefixed turns.
     body = "".join(f"{m['role'].capitalize()}: {m['content']}\n\n" for m in messages)
     return body + "Assistant:"
+
+
+JUDGE_SYSTEM = (
+    "You grade answers to problems. Read the problem and the proposed solution, decide "
+    "whether its final answer is correct, and end with exactly one line: "
+    "'VERDICT: CORRECT' or 'VERDICT: INCORRECT'."
+)
+
+
+def judge_messages(problem: str, response: str, reference: str | None = None):
+    """The chat an LLM judge sees for one sample (used when no gold answer can check it)."""
+    ref = f"\n\nReference answer (may be partial): {reference}" if reference else ""
+    user = f"Problem:\n{problem.strip()}{ref}\n\nProposed solution:\n{response.strip()}"
+    return [{"role": "system", "content": JUDGE_SYSTEM}, {"role": "user", "content": user}]

@@ -17,6 +17,7 @@ from protege.prompts import assistant_turn
 from protege.records import Question, Sample, TrainExample, Verdict, read_jsonl, write_jsonl
 from protege.rundir import RunDir, hash_config, invalidate, is_fresh, write_manifest
 from protege.verify_card import write_card
+from protege.verify_judge import judge_unverifiable
 from protege.workers import map_with_timeout
 
 
@@ -92,6 +93,8 @@ def judge(sample: Sample, gold, cfg: VerifyConfig, g: Grade | None = None) -> Ve
     if not g.correct:
         if cfg.kind == "code":
             return verdict(False, None, f"wrong program: {g.reason}")
+        if g.reason.startswith("judge"):
+            return verdict(False, g.extracted, g.reason)
         return verdict(False, g.extracted, f"wrong answer ({g.extracted} != {gold})")
     if is_degenerate(sample.reasoning):
         return verdict(False, g.extracted, "degenerate repetition in reasoning")
@@ -138,7 +141,8 @@ def select(good: list[Sample], cfg: VerifyConfig) -> tuple[list[Sample], list[Sa
 def example(s: Sample, v: Verdict, cfg: VerifyConfig) -> TrainExample:
     """The training example; an implicit answer is stated explicitly with the template,
     so the student learns to always commit to one answer."""
-    if cfg.kind == "code":  # the program is the answer: keep the text whole
+    judged_whole = v.reason.startswith("judged") and not s.response.strip()
+    if cfg.kind == "code" or judged_whole:  # no single answer line: keep the text whole
         text = f"{s.reasoning}\n\n{s.response}".strip()
         turn = {"role": "assistant", "content": text}
         return TrainExample(
@@ -155,9 +159,11 @@ def example(s: Sample, v: Verdict, cfg: VerifyConfig) -> TrainExample:
     )
 
 
-def decide(samples: list[Sample], gold: dict, cfg: VerifyConfig):
+def decide(samples: list[Sample], gold: dict, cfg: VerifyConfig, questions: dict):
     """Verdicts for every sample and the kept ones, after grading and selection."""
     grades = grade_all(samples, gold, cfg)
+    if cfg.judge is not None:
+        grades = judge_unverifiable(samples, grades, questions, cfg.judge)
     verdicts = {
         (s.question_id, s.sample_idx): judge(s, gold[s.question_id], cfg, g)
         for s, g in zip(samples, grades, strict=True)
@@ -189,7 +195,7 @@ def run(recipe: Recipe, rd: RunDir, force: bool = False) -> dict | None:
             f"{rd.samples}: {len(everything)} samples, none from this teacher config "
             f"(hash {thash}) for these questions: run `protege generate` first"
         )
-    verdicts, good, kept = decide(samples, gold, cfg)
+    verdicts, good, kept = decide(samples, gold, cfg, questions)
     kept_keys = {(s.question_id, s.sample_idx) for s in kept}
     examples = [example(s, verdicts[(s.question_id, s.sample_idx)], cfg) for s in kept]
     write_jsonl(rd.kept, [verdicts[k] for k in sorted(kept_keys)])

@@ -58,7 +58,9 @@ def write_card(rd: RunDir, recipe: Recipe, counts: dict, sources: list) -> None:
         "`train.jsonl` (and the `hf/` folder, for `datasets.load_from_disk`): one record per "
         "trace, OpenAI-style `messages`; the assistant turn is the reasoning inside "
         f"`{v.think_open or '(none)'}` ... `{v.think_close or '(none)'}`, then the answer. "
-        f"Answers checked with kind `{v.kind}`, keep policy `{v.keep}`.", "",
+        f"Answers checked with kind `{v.kind}`, keep policy `{v.keep}`."
+        + (f" Samples no gold answer could check were graded by an LLM judge: "
+           f"`{v.judge.teacher}` ({v.judge.provider})." if v.judge else ""), "",
         "## Licence and terms", "",
         "The questions keep the licence of their sources. The traces are the teacher's "
         f"outputs. {TERMS}", "",
