@@ -176,50 +176,13 @@ def test_code_samples_run_against_their_tests(tmp_path):
 
 
 def test_llm_judge_decides_what_no_gold_answer_can(tmp_path):
-    import json
-    import threading
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    def verdict(text):
+        if "mumble" in text:
+            return "Hmm, unsure."
+        ok = "Paris" in text.split("Proposed solution:")[1]
+        return f"Hmm.\nVERDICT: {'CORRECT' if ok else 'INCORRECT'}"
 
-    class Judge(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def log_message(self, *args):
-            pass
-
-        def do_POST(self):
-            req = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-            text = req["messages"][-1]["content"]
-            verdict = "CORRECT" if "Paris" in text.split("Proposed solution:")[1] else "INCORRECT"
-            if "mumble" in text:
-                verdict = "unsure"
-            body = json.dumps(
-                {
-                    "id": "j",
-                    "object": "chat.completion",
-                    "created": 0,
-                    "model": "judge-1",
-                    "usage": {"prompt_tokens": 1, "completion_tokens": 1},
-                    "choices": [
-                        {
-                            "index": 0,
-                            "finish_reason": "stop",
-                            "message": {
-                                "role": "assistant",
-                                "content": f"Hmm.\nVERDICT: {verdict}",
-                            },
-                        }
-                    ],
-                }
-            ).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Judge)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    url = f"http://127.0.0.1:{httpd.server_address[1]}/v1"
+    httpd, url = fake_chat_server(verdict)
     recipe = Recipe(
         runs_dir=str(tmp_path),
         verify={"judge": {"provider": "openai", "teacher": "judge-1", "base_url": url}},
@@ -245,3 +208,78 @@ def test_llm_judge_decides_what_no_gold_answer_can(tmp_path):
         2: "cannot be checked: judge gave no verdict",
     }
     assert read_jsonl(rd.train_set, TrainExample)[0].messages[-1]["content"] == "It is Paris."
+
+
+def fake_chat_server(reply):
+    """An OpenAI-compatible loopback server whose answer is reply(user message)."""
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args):
+            pass
+
+        def do_POST(self):
+            req = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            message = {"role": "assistant", "content": reply(req["messages"][-1]["content"])}
+            body = json.dumps(
+                {
+                    "id": "r",
+                    "object": "chat.completion",
+                    "created": 0,
+                    "model": "m",
+                    "usage": {"prompt_tokens": 1, "completion_tokens": 1},
+                    "choices": [{"index": 0, "finish_reason": "stop", "message": message}],
+                }
+            ).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    return httpd, f"http://127.0.0.1:{httpd.server_address[1]}/v1"
+
+
+def test_reformatting_keeps_only_rewrites_that_still_verify(tmp_path):
+    def rewrite(text):
+        answer = "5" if "question a" in text or "add 2 and 3" in text else "99"
+        return f"<think>\nStep 1: clean.\n</think>\n\nThe answer is {answer}."
+
+    httpd, url = fake_chat_server(rewrite)
+    recipe = Recipe(
+        runs_dir=str(tmp_path),
+        verify={"reformat": {"provider": "openai", "teacher": "rewriter", "base_url": url}},
+    )
+    rd = RunDir(recipe.run_root)
+    write_jsonl(
+        rd.questions,
+        [
+            Question(id="a", problem="add 2 and 3", answer="5", source="t"),
+            Question(id="b", problem="add 3 and 4", answer="7", source="t"),
+        ],
+    )
+    write_jsonl(
+        rd.samples,
+        [
+            sample("a", 0, "2+3 is 5", "The answer is 5."),
+            sample("b", 0, "3+4 is 7", "The answer is 7."),
+        ],
+    )
+    m = run(recipe, rd)
+    httpd.shutdown()
+    assert (m["counts"]["kept"], m["counts"]["reformatted"]) == (2, 1)
+    turns = {
+        e.question_id: e.messages[-1]["content"] for e in read_jsonl(rd.train_set, TrainExample)
+    }
+    assert turns["a"] == "<think>\nStep 1: clean.\n</think>\n\nThe answer is 5."
+    assert turns["b"] == "<think>\n3+4 is 7\n</think>\n\nThe answer is 7."  # rewrite was wrong
+    assert (
+        "rewritten into the template by `rewriter`"
+        in (rd.stage("verify") / "README.md").read_text()
+    )

@@ -134,6 +134,11 @@ class VerifyConfig(StrictModel):
         description="an LLM judge (a teacher section: provider, teacher = the judge model, "
         "base_url, ...) for samples whose answer cannot be checked against a gold answer",
     )
+    reformat: GenerateConfig | None = Field(
+        None,
+        description="rewrite kept traces through a teacher into one template (Sky-T1 style); "
+        "a rewrite is used only if it still verifies",
+    )
     answer_template: str = Field(
         "The answer is {answer}.", description="how an implicit answer is stated in training"
     )

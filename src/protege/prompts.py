@@ -44,3 +44,17 @@ def judge_messages(problem: str, response: str, reference: str | None = None):
     ref = f"\n\nReference answer (may be partial): {reference}" if reference else ""
     user = f"Problem:\n{problem.strip()}{ref}\n\nProposed solution:\n{response.strip()}"
     return [{"role": "system", "content": JUDGE_SYSTEM}, {"role": "user", "content": user}]
+
+
+REFORMAT_SYSTEM = (
+    "Rewrite the solution you are given into a clean, complete step-by-step solution of "
+    "the same problem. Keep every step of its reasoning and its final answer; do not add "
+    "new claims. Put the reasoning inside <think> and </think>, then one line: "
+    "'The answer is X.'"
+)
+
+
+def reformat_messages(problem: str, reasoning: str, answer: str):
+    """Sky-T1-style rewriting of a verified trace into one fixed template."""
+    user = f"Problem:\n{problem.strip()}\n\nSolution:\n{reasoning.strip()}\n\n{answer.strip()}"
+    return [{"role": "system", "content": REFORMAT_SYSTEM}, {"role": "user", "content": user}]

@@ -17,7 +17,7 @@ from protege.prompts import assistant_turn
 from protege.records import Question, Sample, TrainExample, Verdict, read_jsonl, write_jsonl
 from protege.rundir import RunDir, hash_config, invalidate, is_fresh, write_manifest
 from protege.verify_card import write_card
-from protege.verify_judge import judge_unverifiable
+from protege.verify_judge import judge_unverifiable, reformat_kept
 from protege.workers import map_with_timeout
 
 
@@ -200,13 +200,19 @@ def run(recipe: Recipe, rd: RunDir, force: bool = False) -> dict | None:
     examples = [example(s, verdicts[(s.question_id, s.sample_idx)], cfg) for s in kept]
     write_jsonl(rd.kept, [verdicts[k] for k in sorted(kept_keys)])
     write_jsonl(rd.rejected, [v for k, v in sorted(verdicts.items()) if k not in kept_keys])
+    rewritten = 0
+    if cfg.reformat is not None and kept:
+        think = (cfg.think_open, cfg.think_close)
+        examples, rewritten = reformat_kept(
+            examples, kept, questions, gold, cfg.reformat, think, cfg.tolerance
+        )
     write_jsonl(rd.train_set, examples)
     reasons = Counter(_reason_kind(v.reason) for k, v in verdicts.items() if k not in kept_keys)
     counts = {
         "samples": len(samples), "correct": len(good), "kept": len(kept),
         "rejected": len(samples) - len(kept), "questions": len(gold),
         "questions_with_kept": len({s.question_id for s in kept}),
-        "rejected_by_reason": dict(reasons),
+        "rejected_by_reason": dict(reasons), "reformatted": rewritten,
     }  # fmt: skip
     hf_dir = rd.stage("verify") / "hf"
     export_hf(examples, hf_dir)

@@ -60,7 +60,10 @@ def write_card(rd: RunDir, recipe: Recipe, counts: dict, sources: list) -> None:
         f"`{v.think_open or '(none)'}` ... `{v.think_close or '(none)'}`, then the answer. "
         f"Answers checked with kind `{v.kind}`, keep policy `{v.keep}`."
         + (f" Samples no gold answer could check were graded by an LLM judge: "
-           f"`{v.judge.teacher}` ({v.judge.provider})." if v.judge else ""), "",
+           f"`{v.judge.teacher}` ({v.judge.provider})." if v.judge else "")
+        + (f" {counts.get('reformatted', 0)} kept traces were rewritten into the template by "
+           f"`{v.reformat.teacher}` ({v.reformat.provider}) and re-verified."
+           if v.reformat else ""), "",
         "## Licence and terms", "",
         "The questions keep the licence of their sources. The traces are the teacher's "
         f"outputs. {TERMS}", "",

@@ -4,7 +4,7 @@ thinking: thinking blocks become the sample's reasoning, text blocks its respons
 from __future__ import annotations
 
 from protege.backends.base import Completion, SamplingParams
-from protege.backends.engine import ApiBackend, ResponseError, class_of_status, parse_retry_after
+from protege.backends.engine import ApiBackend, ResponseError, classify_sdk_error
 
 STOP_REASONS = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length"}
 
@@ -12,19 +12,7 @@ STOP_REASONS = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "leng
 def classify(exc: BaseException) -> tuple[str, float | None, str]:
     import anthropic
 
-    if isinstance(exc, ResponseError):
-        return exc.error_class, None, str(exc)
-    if isinstance(exc, anthropic.APITimeoutError):
-        return "timeout", None, "request timed out"
-    if isinstance(exc, anthropic.APIConnectionError):
-        return "connection", None, f"connection error: {exc.__cause__ or exc}"
-    if isinstance(exc, anthropic.APIStatusError):
-        retry_after = parse_retry_after(exc.response.headers.get("retry-after"))
-        msg = f"HTTP {exc.status_code}: {str(exc.message)[:200]}"
-        return class_of_status(exc.status_code), retry_after, msg
-    if isinstance(exc, (anthropic.APIResponseValidationError, ValueError)):
-        return "malformed", None, f"malformed response: {str(exc)[:200]}"
-    raise exc
+    return classify_sdk_error(exc, anthropic)
 
 
 def to_completion(resp, latency: float, attempts: int) -> Completion:

@@ -106,6 +106,24 @@ class ResponseError(Exception):
         self.error_class = error_class
 
 
+def classify_sdk_error(exc: BaseException, sdk) -> tuple[str, float | None, str]:
+    """(error class, Retry-After seconds or None, one-line message) for an exception from
+    an official SDK (`openai` and `anthropic` share these exception types by design)."""
+    if isinstance(exc, ResponseError):
+        return exc.error_class, None, str(exc)
+    if isinstance(exc, sdk.APITimeoutError):
+        return "timeout", None, "request timed out"
+    if isinstance(exc, sdk.APIConnectionError):
+        return "connection", None, f"connection error: {exc.__cause__ or exc}"
+    if isinstance(exc, sdk.APIStatusError):
+        retry_after = parse_retry_after(exc.response.headers.get("retry-after"))
+        msg = f"HTTP {exc.status_code}: {str(exc.message)[:200]}"
+        return class_of_status(exc.status_code), retry_after, msg
+    if isinstance(exc, (sdk.APIResponseValidationError, json.JSONDecodeError, ValueError)):
+        return "malformed", None, f"malformed response: {str(exc)[:200]}"
+    raise exc  # a bug, not an API failure: let it surface
+
+
 class ApiBackend:
     """The request engine shared by API adapters: bounded concurrency, pacing, retries
     with backoff, and one Completion per request whatever happens. An adapter supplies

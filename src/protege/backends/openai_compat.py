@@ -10,29 +10,14 @@ there is exactly one retry policy.
 
 from __future__ import annotations
 
-import json
-
 from protege.backends.base import Completion, SamplingParams
-from protege.backends.engine import ApiBackend, ResponseError, class_of_status, parse_retry_after
+from protege.backends.engine import ApiBackend, ResponseError, classify_sdk_error
 
 
 def classify(exc: BaseException) -> tuple[str, float | None, str]:
-    """(error class, Retry-After seconds or None, one-line message) for an exception."""
     import openai
 
-    if isinstance(exc, ResponseError):
-        return exc.error_class, None, str(exc)
-    if isinstance(exc, openai.APITimeoutError):
-        return "timeout", None, "request timed out"
-    if isinstance(exc, openai.APIConnectionError):
-        return "connection", None, f"connection error: {exc.__cause__ or exc}"
-    if isinstance(exc, openai.APIStatusError):
-        retry_after = parse_retry_after(exc.response.headers.get("retry-after"))
-        msg = f"HTTP {exc.status_code}: {str(exc.message)[:200]}"
-        return class_of_status(exc.status_code), retry_after, msg
-    if isinstance(exc, (openai.APIResponseValidationError, json.JSONDecodeError, ValueError)):
-        return "malformed", None, f"malformed response: {str(exc)[:200]}"
-    raise exc  # a bug, not an API failure: let it surface
+    return classify_sdk_error(exc, openai)
 
 
 def to_completion(resp, latency: float, attempts: int) -> Completion:
