@@ -91,6 +91,19 @@ def test_api_teacher_end_to_end_keeps_the_key_secret(tmp_path, server, monkeypat
             assert KEY not in path.read_text(errors="ignore"), path
 
 
+def test_raw_completions_mode(tmp_path, server, monkeypatch):
+    monkeypatch.setenv("PROTEGE_TEST_KEY", KEY)
+    recipe = api_recipe(tmp_path, server, "generate.api=completions")
+    rd = RunDir(recipe.run_root)
+    curate.run(recipe, rd)
+    m = generate.run(recipe, rd)
+    assert m["counts"]["samples"] == 30 and m["counts"]["errors"] == 0
+    assert all(s.usage.completion_tokens > 0 for s in read_jsonl(rd.samples, Sample))
+    bad = api_recipe(tmp_path, server, "generate.api=completions", "generate.provider=anthropic")
+    with pytest.raises(UserError, match="needs provider hf or openai"):
+        generate.run(bad, rd)
+
+
 def test_budget_cap_stops_cleanly_and_resumes(tmp_path, server, monkeypatch):
     monkeypatch.setenv("PROTEGE_TEST_KEY", KEY)
     extra = ["generate.prices.tiny.input_per_mtok=1000", "generate.concurrency=1"]

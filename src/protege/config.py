@@ -67,6 +67,9 @@ class GenerateConfig(StrictModel):
         "openai: any OpenAI-compatible endpoint; anthropic: the Messages API",
     )
     tensor_parallel_size: int = Field(1, gt=0, description="vllm: GPUs per model replica")
+    api: Literal["chat", "completions"] = Field(
+        "chat", description="hf/openai: chat messages, or a plain-text prompt continued as is"
+    )
     teacher: str = Field("smollm2-135m", description="model alias, local HF dir, .gguf or HF id")
     samples_per_question: int = Field(4, gt=0, description="teacher attempts per question")
     temperature: float = Field(0.7, ge=0, description="sampling temperature (0 = greedy)")

@@ -15,7 +15,7 @@ from protege.backends import is_proprietary, make_backend
 from protege.backends.base import SamplingParams
 from protege.config import GenerateConfig, Price, Recipe
 from protege.errors import UserError
-from protege.prompts import question_messages
+from protege.prompts import completion_prompt, question_messages
 from protege.records import Question, Sample, Usage, append_jsonl, read_jsonl, repair_jsonl
 from protege.rundir import RunDir, hash_config, invalidate, is_fresh, write_manifest
 
@@ -130,13 +130,19 @@ def run(recipe: Recipe, rd: RunDir, force: bool = False) -> dict | None:
 def _generate(cfg: GenerateConfig, rd: RunDir, todo, thash: str, spent: Usage, cost: float):
     """Ask the teacher for every pending sample, appending each batch as it arrives.
     Stops cleanly at the budget: what is on disk stays, a re-run continues."""
+    if cfg.api == "completions" and cfg.provider not in ("hf", "openai"):
+        raise UserError(f"generate.api=completions needs provider hf or openai, not {cfg.provider}")
     backend = make_backend(cfg)
     chats = [question_messages(q.problem) for q, _ in todo]
     stop = ANSWER_DONE if cfg.stop_at_answer else None
     params = SamplingParams(cfg.temperature, cfg.top_p, cfg.max_new_tokens, cfg.seed, stop)
     tokens = spent.prompt_tokens + spent.completion_tokens
     bar = tqdm(total=len(todo), desc="generate", unit="sample", dynamic_ncols=True)
-    stream = backend.generate(chats, params)
+    if cfg.api == "completions":  # the sample still records the question as a chat turn
+        texts = [completion_prompt(q.problem) for q, _ in todo]
+        stream = backend.generate_texts(texts, params)
+    else:
+        stream = backend.generate(chats, params)
     try:
         for batch in stream:
             recs = [to_sample(*todo[i], cfg, thash, chats[i], c) for i, c in batch]

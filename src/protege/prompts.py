@@ -14,6 +14,13 @@ def question_messages(problem: str, system: str | None = MATH_SYSTEM) -> list[di
     return msgs + [{"role": "user", "content": problem.strip()}]
 
 
+def completion_prompt(problem: str, system: str | None = MATH_SYSTEM) -> str:
+    """Plain text for raw completion endpoints (`generate.api: completions`), which
+    continue a prompt token-exactly and apply no chat template."""
+    head = f"{system}\n\n" if system else ""
+    return f"{head}Problem: {problem.strip()}\nSolution:"
+
+
 def assistant_turn(reasoning: str, answer: str, think_open: str, think_close: str) -> str:
     """The trained assistant turn: reasoning inside think delimiters, then the answer.
     Empty delimiters train plain text (reasoning, blank line, answer)."""
