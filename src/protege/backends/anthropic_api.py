@@ -4,15 +4,9 @@ thinking: thinking blocks become the sample's reasoning, text blocks its respons
 from __future__ import annotations
 
 from protege.backends.base import Completion, SamplingParams
-from protege.backends.engine import ApiBackend, ResponseError, classify_sdk_error
+from protege.backends.engine import ApiBackend, ResponseError
 
 STOP_REASONS = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length"}
-
-
-def classify(exc: BaseException) -> tuple[str, float | None, str]:
-    import anthropic
-
-    return classify_sdk_error(exc, anthropic)
 
 
 def to_completion(resp, latency: float, attempts: int) -> Completion:
@@ -45,14 +39,8 @@ class AnthropicBackend(ApiBackend):
         super().__init__(model, **kwargs)
         self.thinking_budget = thinking_budget
 
-    def _client(self):
-        import anthropic
-
-        return anthropic.AsyncAnthropic(base_url=self.base_url, api_key=self.api_key or "none",
-                                        max_retries=0, timeout=self.timeout_s)  # fmt: skip
-
-    def _classify(self, exc: BaseException) -> tuple[str, float | None, str]:
-        return classify(exc)
+    sdk_name = "anthropic"
+    client_class = "AsyncAnthropic"
 
     def _complete(self, resp, latency: float, attempts: int) -> Completion:
         return to_completion(resp, latency, attempts)

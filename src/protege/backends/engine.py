@@ -1,10 +1,11 @@
 """What every API backend needs around its SDK calls: a client-side rate limiter, error
-classes, retry delays, and `ApiBackend`, the request engine the adapters share. No SDK
-is imported here: adapters bring their own."""
+classes, retry delays, and `ApiBackend`, the request engine the adapters share. An SDK
+is imported by name only when its adapter is used."""
 
 from __future__ import annotations
 
 import asyncio
+import importlib
 import json
 import queue
 import random
@@ -217,13 +218,20 @@ class ApiBackend:
         return Completion("", "error", 0, 0, time.monotonic() - t0, error=msg,
                           error_class=cls, attempts=attempt + 1)  # fmt: skip
 
-    def _client(self):
-        raise NotImplementedError
+    # The official SDKs share their shape: an async client class and exception types.
+    sdk_name = ""
+    client_class = ""
 
-    async def _call(self, client, prompt, params: SamplingParams, chat: bool):
-        raise NotImplementedError
+    def _client(self):
+        sdk = importlib.import_module(self.sdk_name)
+        client = getattr(sdk, self.client_class)
+        return client(base_url=self.base_url, api_key=self.api_key or "none",
+                      max_retries=0, timeout=self.timeout_s)  # fmt: skip
 
     def _classify(self, exc: BaseException) -> tuple[str, float | None, str]:
+        return classify_sdk_error(exc, importlib.import_module(self.sdk_name))
+
+    async def _call(self, client, prompt, params: SamplingParams, chat: bool):
         raise NotImplementedError
 
     def _complete(self, resp, latency: float, attempts: int) -> Completion:

@@ -11,13 +11,7 @@ there is exactly one retry policy.
 from __future__ import annotations
 
 from protege.backends.base import Completion, SamplingParams
-from protege.backends.engine import ApiBackend, ResponseError, classify_sdk_error
-
-
-def classify(exc: BaseException) -> tuple[str, float | None, str]:
-    import openai
-
-    return classify_sdk_error(exc, openai)
+from protege.backends.engine import ApiBackend, ResponseError
 
 
 def to_completion(resp, latency: float, attempts: int) -> Completion:
@@ -51,14 +45,8 @@ def to_completion(resp, latency: float, attempts: int) -> Completion:
 class OpenAIBackend(ApiBackend):
     """Chat completions (`generate`) or raw completions (`generate_texts`)."""
 
-    def _client(self):
-        import openai
-
-        return openai.AsyncOpenAI(base_url=self.base_url, api_key=self.api_key or "none",
-                                  max_retries=0, timeout=self.timeout_s)  # fmt: skip
-
-    def _classify(self, exc: BaseException) -> tuple[str, float | None, str]:
-        return classify(exc)
+    sdk_name = "openai"
+    client_class = "AsyncOpenAI"
 
     def _complete(self, resp, latency: float, attempts: int) -> Completion:
         return to_completion(resp, latency, attempts)
