@@ -54,7 +54,7 @@ class Price(StrictModel):
 # Settings that change how fast or how safely samples are collected, not what they are:
 # changing them must not invalidate samples already paid for.
 OPERATIONAL = {
-    "batch_size", "tensor_parallel_size", "concurrency", "requests_per_minute",
+    "batch_size", "max_batch_tokens", "tensor_parallel_size", "concurrency", "requests_per_minute",
     "tokens_per_minute", "timeout_s", "max_retries", "prices", "max_cost_usd", "max_tokens",
     "api_key_env", "api_key_file",
 }  # fmt: skip
@@ -76,6 +76,11 @@ class GenerateConfig(StrictModel):
     top_p: float = Field(0.95, gt=0, le=1, description="nucleus sampling threshold")
     max_new_tokens: int = Field(256, gt=0, description="generation length cap per sample")
     batch_size: int = Field(64, gt=0, description="prompts per generation batch")
+    max_batch_tokens: int | None = Field(
+        None,
+        gt=0,
+        description="hf: cap on padded tokens per batch (prompt + new), for mixed lengths",
+    )
     precision: Precision = Field("auto", description="auto = bf16 where supported")
     seed: int = Field(0, description="sampling seed")
     stop_at_answer: bool = Field(

@@ -58,4 +58,4 @@ def make_backend(cfg: GenerateConfig):
                            precision=cfg.precision, seed=cfg.seed)  # fmt: skip
     from protege.backends.hf import HFBackend
 
-    return HFBackend(cfg.teacher, cfg.precision, cfg.batch_size)
+    return HFBackend(cfg.teacher, cfg.precision, cfg.batch_size, cfg.max_batch_tokens)

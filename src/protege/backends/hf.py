@@ -15,9 +15,10 @@ from protege.prompts import render_chat
 
 
 class HFBackend:
-    def __init__(self, model_ref: str, precision: str = "auto", batch_size: int = 32):
+    def __init__(self, model_ref: str, precision: str = "auto", batch_size: int = 32,
+                 max_batch_tokens: int | None = None):  # fmt: skip
         self.model_ref = model_ref
-        self.batch_size = batch_size
+        self.batch_size, self.max_batch_tokens = batch_size, max_batch_tokens
         self.model, self.tokenizer = load_model(model_ref, precision)
         self.tokenizer.padding_side = "left"
 
@@ -35,9 +36,9 @@ class HFBackend:
     ) -> Iterator[list[tuple[int, Completion]]]:
         """The same for raw prompts, continued token-exactly (no chat template)."""
         lengths = [len(self.tokenizer(t, add_special_tokens=False).input_ids) for t in texts]
-        order = sorted(range(len(texts)), key=lambda i: (lengths[i], i))
-        for b, start in enumerate(range(0, len(order), self.batch_size)):
-            idx = order[start : start + self.batch_size]
+        batches = plan_batches(lengths, self.batch_size, self.max_batch_tokens,
+                               params.max_new_tokens)  # fmt: skip
+        for b, idx in enumerate(batches):
             yield list(zip(idx, self._batch([texts[i] for i in idx], params, b), strict=True))
 
     def _kwargs(self, params: SamplingParams, b: int, prompt_len: int) -> dict:
@@ -79,6 +80,25 @@ class HFBackend:
             finish = "stop" if stopped else "length"
             results.append(Completion(text, finish, int(mask.sum()), n, dt))
         return results
+
+
+def plan_batches(lengths: Sequence[int], batch_size: int, max_batch_tokens: int | None,
+                 max_new_tokens: int) -> list[list[int]]:  # fmt: skip
+    """Prompts sorted by length, cut into batches of at most `batch_size` rows and, when
+    `max_batch_tokens` is set, at most that many padded tokens (rows x (longest prompt +
+    max_new_tokens)): many short prompts share a batch, long ones get smaller batches."""
+    order = sorted(range(len(lengths)), key=lambda i: (lengths[i], i))
+    batches: list[list[int]] = []
+    for i in order:
+        cur = batches[-1] if batches else None
+        fits = cur is not None and len(cur) < batch_size
+        if fits and max_batch_tokens is not None:
+            fits = (len(cur) + 1) * (lengths[i] + max_new_tokens) <= max_batch_tokens
+        if fits:
+            cur.append(i)
+        else:
+            batches.append([i])
+    return batches
 
 
 def _cut_at_stop(text: str, stops: Sequence[str]) -> tuple[str, bool]:
