@@ -29,7 +29,7 @@ def main() -> None:
     ap.add_argument("--data", type=Path, default=DEFAULT)
     args = ap.parse_args()
     rows = [json.loads(x) for x in args.data.read_text().splitlines()]
-    items = [(r["solution"], r["answer"], 1e-6, "math") for r in rows]
+    items = [(r["solution"], r["answer"], 1e-6, "math", 10.0) for r in rows]
     cores = os.cpu_count() or 1
     one, ok1 = rate(items, 1)
     many, ok_n = rate(items, cores)

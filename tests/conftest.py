@@ -26,6 +26,17 @@ CORPUS = [
 ] * 20
 
 
+def send_json(handler, status: int, body: bytes, headers=()) -> None:
+    """Reply from a loopback test server's request handler with a JSON body."""
+    handler.send_response(status)
+    for k, v in headers:
+        handler.send_header(k, v)
+    handler.send_header("Content-Type", "application/json")
+    handler.send_header("Content-Length", str(len(body)))
+    handler.end_headers()
+    handler.wfile.write(body)
+
+
 @pytest.fixture(autouse=True)
 def _isolated_home(tmp_path_factory, monkeypatch):
     """Caches go to a per-session temp dir, never the user's ~/.cache."""

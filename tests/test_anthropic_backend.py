@@ -7,6 +7,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from conftest import send_json
 
 from protege.backends.anthropic_api import AnthropicBackend
 from protege.backends.base import SamplingParams
@@ -21,14 +22,7 @@ class Messages(BaseHTTPRequestHandler):
         pass
 
     def _send(self, status, payload, headers=()):
-        body = json.dumps(payload).encode()
-        self.send_response(status)
-        for k, v in headers:
-            self.send_header(k, v)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+        send_json(self, status, json.dumps(payload).encode(), headers)
 
     def do_POST(self):
         assert self.path == "/v1/messages", self.path

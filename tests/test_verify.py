@@ -216,6 +216,8 @@ def fake_chat_server(reply):
     import threading
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+    from conftest import send_json
+
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
@@ -235,11 +237,7 @@ def fake_chat_server(reply):
                     "choices": [{"index": 0, "finish_reason": "stop", "message": message}],
                 }
             ).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+            send_json(self, 200, body)
 
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     threading.Thread(target=httpd.serve_forever, daemon=True).start()

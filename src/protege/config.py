@@ -12,6 +12,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from protege.errors import UserError
+from protege.rundir import hash_config
 
 Precision = Literal["auto", "bf16", "fp32"]
 
@@ -108,8 +109,6 @@ class GenerateConfig(StrictModel):
     def teacher_hash(self) -> str:
         """What makes two samples interchangeable: the model and its sampling settings,
         not the operational settings (speed, limits, budget) in OPERATIONAL."""
-        from protege.rundir import hash_config
-
         return hash_config(self.model_dump(mode="json", exclude=OPERATIONAL))
 
 

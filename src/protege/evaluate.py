@@ -79,11 +79,10 @@ def load_done(path: Path, key: str) -> dict[str, EvalResult]:
     return {r.question_id: r for r in results}
 
 
-def evaluate_model(recipe: Recipe, label: str, ref: str, questions, out: Path) -> dict:
+def evaluate_model(recipe: Recipe, label: str, ref: str, key: str, questions, out: Path) -> dict:
     """Evaluate one model, resuming from `out/results.jsonl`; returns its metrics."""
     cfg = recipe.eval
     results_path = out / "results.jsonl"
-    key = run_key(ref, recipe)
     done = load_done(results_path, key)
     todo = [q for q in questions if q.id not in done]
     if todo:
@@ -134,13 +133,15 @@ def run(recipe: Recipe, rd: RunDir, force: bool = False) -> dict | None:
     invalidate(rd, "eval")
     t0 = time.perf_counter()
     questions = read_jsonl(rd.eval_questions, Question)
+    # one weights hash per distinct model (teacher and student are often the same)
+    keys = {ref: run_key(ref, recipe) for ref in set(refs.values())}
     metrics, outputs, by_ref = {}, [], {}
     for label, ref in refs.items():
         out = rd.eval_dir(label, BENCH)
         out.mkdir(parents=True, exist_ok=True)
         if ref in by_ref:  # same model under two labels (self-distillation): evaluate once
             _copy_results(by_ref[ref], out, label)
-        metrics[label] = evaluate_model(recipe, label, ref, questions, out)
+        metrics[label] = evaluate_model(recipe, label, ref, keys[ref], questions, out)
         by_ref.setdefault(ref, out)
         outputs += [out / "results.jsonl", out / "metrics.json"]
     counts = {f"{label}_accuracy": m["accuracy"] for label, m in metrics.items()}

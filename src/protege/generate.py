@@ -94,14 +94,14 @@ def run(recipe: Recipe, rd: RunDir, force: bool = False) -> dict | None:
     before = existing(rd, thash)
     done = {(s.question_id, s.sample_idx) for s in before}
     todo = pending(questions, done, cfg.samples_per_question)
-    spent = Usage(prompt_tokens=sum(s.usage.prompt_tokens for s in before),
-                  completion_tokens=sum(s.usage.completion_tokens for s in before))  # fmt: skip
+    # what earlier runs already spent counts against this run's budget
+    tokens = sum(s.usage.prompt_tokens + s.usage.completion_tokens for s in before)
+    cost = sum(s.cost_usd for s in before)
     if is_proprietary(cfg):
         print(f"note: {TERMS_NOTICE}", file=sys.stderr)
     if todo:
-        over_budget(cfg, spent.prompt_tokens + spent.completion_tokens,
-                    sum(s.cost_usd for s in before))  # fmt: skip
-        _generate(cfg, rd, todo, thash, spent, sum(s.cost_usd for s in before))
+        over_budget(cfg, tokens, cost)
+        _generate(cfg, rd, todo, thash, tokens, cost)
     wanted = {q.id for q in questions}
     samples = [s for s in existing(rd, thash) if s.question_id in wanted]
     counts = {
@@ -127,7 +127,7 @@ def run(recipe: Recipe, rd: RunDir, force: bool = False) -> dict | None:
     )
 
 
-def _generate(cfg: GenerateConfig, rd: RunDir, todo, thash: str, spent: Usage, cost: float):
+def _generate(cfg: GenerateConfig, rd: RunDir, todo, thash: str, tokens: int, cost: float):
     """Ask the teacher for every pending sample, appending each batch as it arrives.
     Stops cleanly at the budget: what is on disk stays, a re-run continues."""
     if cfg.api == "completions" and cfg.provider not in ("hf", "openai"):
@@ -136,7 +136,6 @@ def _generate(cfg: GenerateConfig, rd: RunDir, todo, thash: str, spent: Usage, c
     chats = [question_messages(q.problem) for q, _ in todo]
     stop = ANSWER_DONE if cfg.stop_at_answer else None
     params = SamplingParams(cfg.temperature, cfg.top_p, cfg.max_new_tokens, cfg.seed, stop)
-    tokens = spent.prompt_tokens + spent.completion_tokens
     bar = tqdm(total=len(todo), desc="generate", unit="sample", dynamic_ncols=True)
     if cfg.api == "completions":  # the sample still records the question as a chat turn
         texts = [completion_prompt(q.problem) for q, _ in todo]

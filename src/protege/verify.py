@@ -36,7 +36,7 @@ def answer_text(sample: Sample, cfg: VerifyConfig) -> tuple[str | None, str | No
 
 def grade_item(item: tuple) -> Grade:
     """One grading job, run in a worker process (module-level so it pickles)."""
-    text, gold, tolerance, kind, timeout_s = (*item, 10.0)[:5]
+    text, gold, tolerance, kind, timeout_s = item
     if kind != "code":
         return grade(text, gold, tolerance, kind)
     from protege.sandbox import Limits, run_program
@@ -216,7 +216,7 @@ def run(recipe: Recipe, rd: RunDir, force: bool = False) -> dict | None:
     }  # fmt: skip
     hf_dir = rd.stage("verify") / "hf"
     export_hf(examples, hf_dir)
-    write_card(rd, recipe, counts, by_source(questions, samples, verdicts, kept_keys))
+    write_card(rd, recipe, counts, by_source(questions, samples, good, kept_keys))
     return write_manifest(
         rd, "verify", config_hash=chash, inputs=inputs,
         outputs=[rd.kept, rd.rejected, rd.train_set, hf_dir, rd.stage("verify") / "README.md"],
@@ -238,14 +238,15 @@ def export_hf(examples: list[TrainExample], out: Path) -> None:
     os.replace(tmp, out)
 
 
-def by_source(questions: dict, samples: list[Sample], verdicts: dict, kept_keys: set) -> list:
+def by_source(questions: dict, samples: list[Sample], good: list[Sample], kept_keys: set) -> list:
     """(source, domain, samples, correct, kept) rows for the dataset card."""
+    correct = {(s.question_id, s.sample_idx) for s in good}
     rows: dict[tuple, list[int]] = defaultdict(lambda: [0, 0, 0])
     for s in samples:
         q, key = questions[s.question_id], (s.question_id, s.sample_idx)
         row = rows[(q.source, q.domain or "-")]
         row[0] += 1
-        row[1] += verdicts[key].correct or "not selected" in verdicts[key].reason
+        row[1] += key in correct
         row[2] += key in kept_keys
     return [(*k, *v) for k, v in sorted(rows.items())]
 
