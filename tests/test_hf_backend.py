@@ -65,17 +65,6 @@ def test_stop_regex_ends_a_row_early(backend):
     assert free.text.startswith(stopped.text)
 
 
-def test_plan_batches_by_rows_and_token_budget():
-    from protege.backends.hf import plan_batches
-
-    lengths = [50, 10, 10, 200, 10, 60]
-    assert plan_batches(lengths, 4, None, 20) == [[1, 2, 4, 0], [5, 3]]
-    # budget 200 padded tokens: 3 rows of 10+20, 2 rows of 60+20, and 200+20 goes alone
-    budget = plan_batches(lengths, 8, 200, 20)
-    assert budget == [[1, 2, 4], [0, 5], [3]]
-    assert sorted(i for b in budget for i in b) == list(range(6))
-
-
 def test_token_budget_batches_give_the_same_greedy_text(tiny_model_dir):
     small = HFBackend(str(tiny_model_dir), precision="fp32", batch_size=8, max_batch_tokens=300)
     big = HFBackend(str(tiny_model_dir), precision="fp32", batch_size=8)

@@ -62,6 +62,42 @@ def test_raw_completions_and_models(served):
     assert [m.id for m in client.models.list()] == ["tiny"]
 
 
+def test_streaming_through_the_real_sdk_adds_up_to_the_whole_reply(served):
+    import openai
+
+    _, url = served
+    client = openai.OpenAI(base_url=url, api_key="sekret")
+    msgs = [{"role": "user", "content": "Mia has 12 apples. How many?"}]
+    args = dict(model="tiny", max_tokens=10, temperature=0, n=2)
+    whole = client.chat.completions.create(messages=msgs, **args)
+    stream = client.chat.completions.create(
+        messages=msgs, stream=True, stream_options={"include_usage": True}, **args
+    )
+    chunks = list(stream)
+    text, finish = ["", ""], [None, None]
+    for ch in chunks[:-1]:
+        (c,) = ch.choices
+        text[c.index] += c.delta.content or ""
+        finish[c.index] = c.finish_reason or finish[c.index]
+    assert sum(bool(ch.choices and ch.choices[0].delta.content) for ch in chunks) > 2
+    assert text == [c.message.content for c in whole.choices]
+    assert finish == [c.finish_reason for c in whole.choices]
+    assert chunks[-1].choices == [] and chunks[-1].usage == whole.usage
+    # raw completions stream too, and a stop string never leaks into the deltas
+    full = client.completions.create(model="tiny", prompt="The answer is", max_tokens=12)
+    stop = full.choices[0].text[4:6]
+    deltas = [
+        ch.choices[0].text
+        for ch in client.completions.create(
+            model="tiny", prompt="The answer is", max_tokens=12, stop=[stop], stream=True
+        )
+    ]
+    cut = client.completions.create(
+        model="tiny", prompt="The answer is", max_tokens=12, stop=[stop]
+    )
+    assert "".join(deltas) == cut.choices[0].text == full.choices[0].text.split(stop)[0]
+
+
 def test_wrong_key_is_a_final_auth_error(served):
     _, url = served
     backend = OpenAIBackend("tiny", base_url=url, api_key="wrong", max_retries=3)

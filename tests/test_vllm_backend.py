@@ -19,6 +19,7 @@ class FakeSP:
     max_tokens: int = 16
     seed: int | None = None
     stop: list | None = None
+    ignore_eos: bool = False
 
 
 @dataclass

@@ -1,10 +1,11 @@
 """`protege serve`: an OpenAI-compatible HTTP server for any local model (the student you
 just trained, or the embedded model), on 127.0.0.1 by default.
 
-Endpoints: GET /v1/models, POST /v1/chat/completions, POST /v1/completions (no
-streaming). One model, one request generating at a time: this is for trying a student
-with any OpenAI client and for testing the `openai` backend against a real server, not a
-production inference engine (use vLLM for that).
+Endpoints: GET /v1/models, POST /v1/chat/completions, POST /v1/completions, each with
+`"stream": true` (server-sent events, a delta per decoding step, `stream_options:
+{include_usage}`). One model, one request generating at a time: this is for trying a
+student with any OpenAI client and for testing the `openai` backend against a real
+server, not a production inference engine (use vLLM for that).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import json
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from protege.backends.base import Completion, SamplingParams
@@ -55,39 +57,83 @@ class ModelServer:
         self.backend, self.model_name, self.api_key = backend, model_name, api_key
         self.lock = threading.Lock()  # one generation at a time on one model
 
-    def complete(self, prompts: list, chat: bool, params: SamplingParams) -> list[Completion]:
+    def request(self, body: dict, chat: bool) -> tuple[list, SamplingParams]:
+        """The validated prompts (one per choice) and sampling of a request."""
+        if chat:
+            msgs = body.get("messages")
+            if (
+                not isinstance(msgs, list)
+                or not msgs
+                or not all(isinstance(m, dict) and isinstance(m.get("content"), str) for m in msgs)
+            ):
+                raise BadRequest("messages must be a non-empty list of {role, content} objects")
+            prompt = [{"role": m.get("role", "user"), "content": m["content"]} for m in msgs]
+        else:
+            prompt = body.get("prompt")
+            if not isinstance(prompt, str):
+                raise BadRequest("prompt must be a string")
+        return [prompt] * choices_n(body), sampling(body)
+
+    def generate(self, prompts: list, chat: bool, params: SamplingParams, on_text=None):
         gen = self.backend.generate if chat else self.backend.generate_texts
         with self.lock:
-            out = {i: c for batch in gen(prompts, params) for i, c in batch}
-        return [out[i] for i in range(len(prompts))]
+            yield from gen(prompts, params, on_text=on_text)
 
-    def chat_completion(self, body: dict) -> dict:
-        msgs = body.get("messages")
-        if (
-            not isinstance(msgs, list)
-            or not msgs
-            or not all(isinstance(m, dict) and isinstance(m.get("content"), str) for m in msgs)
-        ):
-            raise BadRequest("messages must be a non-empty list of {role, content} objects")
-        chat = [{"role": m.get("role", "user"), "content": m["content"]} for m in msgs]
-        outs = self.complete([chat] * choices_n(body), True, sampling(body))
-        choices = [
-            {"index": i, "message": {"role": "assistant", "content": c.text},
-             "finish_reason": c.finish_reason, "logprobs": None}
-            for i, c in enumerate(outs)
-        ]  # fmt: skip
-        return self._envelope("chat.completion", choices, outs)
+    def reply(self, body: dict, chat: bool) -> dict:
+        prompts, params = self.request(body, chat)
+        done = {i: c for batch in self.generate(prompts, chat, params) for i, c in batch}
+        outs = [done[i] for i in range(len(prompts))]
+        if chat:
+            choices = [
+                {"index": i, "message": {"role": "assistant", "content": c.text},
+                 "finish_reason": c.finish_reason, "logprobs": None}
+                for i, c in enumerate(outs)
+            ]  # fmt: skip
+        else:
+            choices = [
+                {"index": i, "text": c.text, "finish_reason": c.finish_reason, "logprobs": None}
+                for i, c in enumerate(outs)
+            ]
+        return self._envelope("chat.completion" if chat else "text_completion", choices, outs)
 
-    def completion(self, body: dict) -> dict:
-        prompt = body.get("prompt")
-        if not isinstance(prompt, str):
-            raise BadRequest("prompt must be a string")
-        outs = self.complete([prompt] * choices_n(body), False, sampling(body))
-        choices = [
-            {"index": i, "text": c.text, "finish_reason": c.finish_reason, "logprobs": None}
-            for i, c in enumerate(outs)
-        ]
-        return self._envelope("text_completion", choices, outs)
+    def stream(self, body: dict, chat: bool, emit: Callable[[dict], None]) -> None:
+        """Send each choice's new text as it is decoded, then its finish reason. Text
+        that could still change is held back: an unfinished UTF-8 character, trailing
+        whitespace (chat replies are stripped) and what could be the start of a stop
+        string (stop strings are cut from the reply)."""
+        prompts, params = self.request(body, chat)
+        kind = "chat.completion.chunk" if chat else "text_completion"
+        head = {"id": f"cmpl-{uuid.uuid4().hex[:24]}", "object": kind,
+                "created": int(time.time()), "model": self.model_name}  # fmt: skip
+        sent = [""] * len(prompts)
+
+        def send(i: int, delta: str, finish: str | None = None, role: bool = False) -> None:
+            if chat:
+                d = ({"role": "assistant"} if role else {}) | (
+                    {"content": delta} if delta or role else {}
+                )
+                choice = {"index": i, "delta": d, "finish_reason": finish, "logprobs": None}
+            else:
+                choice = {"index": i, "text": delta, "finish_reason": finish, "logprobs": None}
+            emit(head | {"choices": [choice]})
+
+        def on_text(i: int, text: str) -> None:
+            safe = settled(text, params.stop, chat)
+            if len(safe) > len(sent[i]) and safe.startswith(sent[i]):
+                send(i, safe[len(sent[i]) :])
+                sent[i] = safe
+
+        for i in range(len(prompts)) if chat else ():
+            send(i, "", role=True)
+        outs = []
+        for batch in self.generate(prompts, chat, params, on_text):
+            for i, c in batch:
+                send(
+                    i, c.text[len(sent[i]) :] if c.text.startswith(sent[i]) else "", c.finish_reason
+                )
+                outs.append(c)
+        if (body.get("stream_options") or {}).get("include_usage"):
+            emit(self._envelope(kind, [], outs) | {"id": head["id"]})
 
     def _envelope(self, kind: str, choices: list, outs: list[Completion]) -> dict:
         prompt = outs[0].prompt_tokens if outs else 0
@@ -105,6 +151,16 @@ class ModelServer:
     def models(self) -> dict:
         card = {"id": self.model_name, "object": "model", "created": 0, "owned_by": "protege"}
         return {"object": "list", "data": [card]}
+
+
+def settled(text: str, stops, chat: bool) -> str:
+    """The part of a reply in progress that later tokens cannot change."""
+    if chat:
+        text = text.lstrip()
+    text = text.rstrip("\ufffd")  # half a multi-byte character so far
+    hold = max((len(x) for x in stops if x), default=1) - 1
+    text = text[: len(text) - hold] if hold else text
+    return text.rstrip() if chat else text
 
 
 def make_handler(server: ModelServer) -> type[BaseHTTPRequestHandler]:
@@ -143,20 +199,38 @@ def make_handler(server: ModelServer) -> type[BaseHTTPRequestHandler]:
             raw = self.rfile.read(length)
             if not self._authorized():
                 return
-            routes = {"/v1/chat/completions": server.chat_completion,
-                      "/v1/completions": server.completion}  # fmt: skip
-            route = routes.get(self.path.rstrip("/"))
-            if route is None:
+            routes = {"/v1/chat/completions": True, "/v1/completions": False}
+            chat = routes.get(self.path.rstrip("/"))
+            if chat is None:
                 return self._error(404, f"no route {self.path}", "not_found_error")
             try:
                 body = json.loads(raw or b"{}")
                 if not isinstance(body, dict):
                     raise BadRequest("request body must be a JSON object")
                 if body.get("stream"):
-                    raise BadRequest("streaming is not supported by protege serve")
-                self._send(200, route(body))
+                    server.request(body, chat)  # a bad request is a 400, before any event
+                    return self._stream(body, chat)
+                self._send(200, server.reply(body, chat))
             except (json.JSONDecodeError, BadRequest) as e:
                 self._error(400, str(e), "invalid_request_error")
+
+        def _stream(self, body: dict, chat: bool) -> None:
+            """Server-sent events in HTTP/1.1 chunks, ended by `data: [DONE]`."""
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.send_header("Cache-Control", "no-cache")
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+
+            def write(data: bytes) -> None:
+                self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+                self.wfile.flush()
+
+            server.stream(
+                body, chat, lambda event: write(f"data: {json.dumps(event)}\n\n".encode())
+            )
+            write(b"data: [DONE]\n\n")
+            self.wfile.write(b"0\r\n\r\n")
 
     return Handler
 

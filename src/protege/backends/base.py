@@ -30,3 +30,5 @@ class SamplingParams:
     # new text). Used to stop once a final answer is stated: what follows is discarded.
     stop_regex: str | None = None
     stop: tuple[str, ...] = ()  # stop strings: generation ends there, the string excluded
+    # Local engines only (hf, vllm): always generate max_new_tokens (benchmarks).
+    ignore_eos: bool = False

@@ -43,7 +43,7 @@ class VLLMBackend:
         return self.vllm.SamplingParams(
             n=n, temperature=params.temperature, top_p=params.top_p,
             max_tokens=params.max_new_tokens, seed=params.seed or None,
-            stop=list(params.stop) or None,
+            stop=list(params.stop) or None, ignore_eos=params.ignore_eos,
         )  # fmt: skip
 
     def generate(
