@@ -148,3 +148,25 @@ def test_sliding_window_models_are_refused_in_one_line(tiny_model_dir):
     with pytest.raises(UserError, match="sliding_attention.*provider vllm"):
         next(decode(model, [[1, 2, 3]], SamplingParams(max_new_tokens=2), batch_size=2,
                     eos_ids=set()))  # fmt: skip
+
+
+def test_sampler_draws_from_the_tempered_nucleus_distribution():
+    """The inverse-CDF sampler against the distribution it should draw from."""
+    from protege.backends.decode import _sample
+
+    probs = torch.tensor([0.5, 0.3, 0.1, 0.1])
+    logits = probs.log().repeat(40_000, 1)  # (A, V): one row per draw
+    gen = torch.Generator().manual_seed(0)
+
+    def freq(**kw):
+        ids = _sample(logits, SamplingParams(**kw), gen)
+        return torch.bincount(ids, minlength=4).float() / len(ids)
+
+    assert torch.allclose(freq(temperature=1.0), probs, atol=0.01)
+    hot = probs**2 / (probs**2).sum()  # temperature 0.5 squares the probabilities
+    assert torch.allclose(freq(temperature=0.5), hot, atol=0.01)
+    # top_p 0.7: 0.5 + 0.3 reaches it, so tokens 2 and 3 are never drawn
+    assert torch.allclose(
+        freq(temperature=1.0, top_p=0.7), torch.tensor([0.625, 0.375, 0, 0]), atol=0.01
+    )
+    assert freq(temperature=0.0).tolist() == [1.0, 0.0, 0.0, 0.0]

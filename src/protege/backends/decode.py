@@ -288,16 +288,28 @@ def _sample_step(batch, params, gen, eos_ids, stop) -> dict[int, str]:
 
 
 def _sample(logits: torch.Tensor, params: SamplingParams, gen) -> torch.Tensor:
-    """(A, V) logits -> (A,) token ids: greedy at temperature 0, else nucleus sampling."""
+    """(A, V) logits -> (A,) token ids: greedy at temperature 0, else nucleus sampling by
+    the inverse CDF: one uniform draw per row. `torch.multinomial` draws one exponential
+    per vocabulary entry instead, 63 ms a step for 64 x 49152 here against 8 ms."""
     if params.temperature <= 0:
-        return logits.argmax(-1)
-    probs = torch.softmax(logits.float() / params.temperature, -1)
+        return logits.float().argmax(-1)
+    probs = torch.softmax(logits.float() / params.temperature, -1)  # (A, V)
     if params.top_p < 1.0:
-        sorted_p, order = probs.sort(-1, descending=True)
-        outside = sorted_p.cumsum(-1) - sorted_p > params.top_p  # keeps the top token
-        sorted_p = sorted_p.masked_fill(outside, 0.0)
-        probs = torch.zeros_like(probs).scatter_(-1, order, sorted_p)
-    return torch.multinomial(probs, 1, generator=gen)[:, 0]
+        probs = _nucleus(probs, params.top_p)
+    cdf = probs.cumsum(-1)
+    u = torch.rand(len(cdf), 1, generator=gen, device=cdf.device) * cdf[:, -1:]
+    return torch.searchsorted(cdf, u, right=True).clamp_max(cdf.shape[-1] - 1)[:, 0]
+
+
+def _nucleus(probs: torch.Tensor, top_p: float, k: int = 256) -> torch.Tensor:
+    """Zero all but the smallest set of most likely tokens whose mass reaches top_p.
+    The set is nearly always within the top k, and topk is far cheaper than sorting the
+    whole vocabulary (90 ms a step for 64 x 49152); the sort is the fallback."""
+    top, idx = probs.topk(min(k, probs.shape[-1]), -1)  # (A, k) descending
+    if not bool((top.sum(-1) >= top_p).all()):
+        top, idx = probs.sort(-1, descending=True)
+    keep = top.cumsum(-1) - top < top_p  # the mass before a token; keeps the top token
+    return torch.zeros_like(probs).scatter_(-1, idx, top * keep)
 
 
 def _stop_check(params: SamplingParams, detok) -> Callable[[list[int]], bool]:
