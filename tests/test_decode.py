@@ -169,4 +169,7 @@ def test_sampler_draws_from_the_tempered_nucleus_distribution():
     assert torch.allclose(
         freq(temperature=1.0, top_p=0.7), torch.tensor([0.625, 0.375, 0, 0]), atol=0.01
     )
+    assert torch.allclose(
+        freq(temperature=1.0, top_k=2), torch.tensor([0.625, 0.375, 0, 0]), atol=0.01
+    )
     assert freq(temperature=0.0).tolist() == [1.0, 0.0, 0.0, 0.0]

@@ -10,11 +10,11 @@ import time
 
 import pytest
 
-from protege import generate
+from protege import evaluate, generate
 from protege.config import load_recipe
 from protege.curate import stage as curate
 from protege.errors import UserError
-from protege.records import Sample, read_jsonl
+from protege.records import EvalResult, Sample, read_jsonl
 from protege.rundir import RunDir
 
 KEY = "sk-test-do-not-leak-123"
@@ -86,6 +86,12 @@ def test_api_teacher_end_to_end_keeps_the_key_secret(tmp_path, server, monkeypat
     expected = (s.usage.prompt_tokens * 1 + s.usage.completion_tokens * 2) / 1e6
     assert s.cost_usd == pytest.approx(expected) and s.cost_usd > 0
     assert m["cost"] == pytest.approx(sum(x.cost_usd for x in samples))
+    # the API teacher is evaluated through its own backend, greedy, like the students
+    recipe.eval.models, recipe.eval.max_new_tokens = ["teacher"], 8
+    ev = evaluate.run(recipe, rd)
+    results = read_jsonl(rd.eval_dir("teacher", "heldout") / "results.jsonl", EvalResult)
+    assert ev["counts"]["n"] == 2 == len(results) and ev["counts"]["teacher_correct"] >= 0
+    assert all(r.completion_tokens >= 1 and r.model == "teacher" for r in results)
     for path in rd.root.rglob("*"):
         if path.is_file():
             assert KEY not in path.read_text(errors="ignore"), path

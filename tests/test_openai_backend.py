@@ -51,6 +51,17 @@ def test_chat_through_the_real_sdk_matches_local_generation(served):
         assert remote[i].model == "tiny" and remote[i].finish_reason in ("stop", "length")
 
 
+def test_top_k_reaches_the_server_as_a_vllm_style_extension(served):
+    _, url = served
+    chats = [[{"role": "user", "content": f"Tom has {i} coins."}] for i in range(3)]
+    backend = OpenAIBackend("tiny", base_url=url, api_key="sekret")
+    greedy = collect(backend, chats, SamplingParams(max_new_tokens=8))
+    top1 = collect(backend, chats, SamplingParams(temperature=1.5, top_k=1, max_new_tokens=8))
+    hot = collect(backend, chats, SamplingParams(temperature=1.5, max_new_tokens=8))
+    assert [top1[i].text for i in range(3)] == [greedy[i].text for i in range(3)]
+    assert [hot[i].text for i in range(3)] != [greedy[i].text for i in range(3)]
+
+
 def test_raw_completions_and_models(served):
     import openai
 

@@ -20,6 +20,7 @@ class FakeSP:
     seed: int | None = None
     stop: list | None = None
     ignore_eos: bool = False
+    top_k: int = -1
 
 
 @dataclass
@@ -82,6 +83,7 @@ def test_identical_prompts_are_one_request_with_n(fake_vllm, tiny_model_dir):
         5,
         ["\n\n"],
     )
+    assert sp.top_k == -1  # vLLM's "all tokens"; protege's is 0
 
 
 def test_group_keeps_order():

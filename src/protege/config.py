@@ -75,6 +75,12 @@ class GenerateConfig(StrictModel):
     samples_per_question: int = Field(4, gt=0, description="teacher attempts per question")
     temperature: float = Field(0.7, ge=0, description="sampling temperature (0 = greedy)")
     top_p: float = Field(0.95, gt=0, le=1, description="nucleus sampling threshold")
+    top_k: int = Field(
+        0,
+        ge=0,
+        description="sample from the k most likely tokens only (0 = all): hf, vllm, and "
+        "OpenAI-compatible servers that accept it (vLLM, SGLang, llama.cpp; not OpenAI's API)",
+    )
     max_new_tokens: int = Field(256, gt=0, description="generation length cap per sample")
     batch_size: int = Field(64, gt=0, description="prompts per generation batch")
     max_batch_tokens: int | None = Field(

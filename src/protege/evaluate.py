@@ -1,7 +1,8 @@
 """The eval stage: greedy accuracy of the teacher, the untrained student and the trained
 student on the held-out questions. Per-question results are appended batch by batch, so
 a killed evaluation resumes where it stopped; `metrics.json` is written when a model's
-evaluation is complete."""
+evaluation is complete. A teacher behind an API or vLLM is evaluated through its own
+backend (the generate config, at temperature 0); local models through the hf backend."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from tqdm import tqdm
 from protege.answers import ANSWER_DONE, grade, split_reasoning
 from protege.backends.base import SamplingParams
 from protege.config import Recipe
+from protege.errors import UserError
 from protege.prompts import question_messages
 from protege.records import EvalResult, Question, append_jsonl, read_jsonl, repair_jsonl
 from protege.rundir import (
@@ -56,14 +58,38 @@ def summarize(results: list[EvalResult]) -> dict:
     }
 
 
-def run_key(ref: str, recipe: Recipe) -> str:
-    """Identifies what produced a result: the model's weights (hashed for a local
-    directory, which a re-run of training overwrites) and the evaluation settings."""
-    from protege.models import resolve
+def source(recipe: Recipe, label: str, ref: str) -> tuple[str, str]:
+    """Where a model runs: ("hf", ref) locally, or (provider, ref) for a teacher that
+    generate reaches through an API or vLLM."""
+    provider = recipe.generate.provider
+    return (provider, ref) if label == "teacher" and provider != "hf" else ("hf", ref)
 
-    resolved = resolve(ref)
-    weights = sha256_path(resolved) if Path(resolved).is_dir() else str(resolved)
+
+def run_key(src: tuple[str, str], recipe: Recipe) -> str:
+    """Identifies what produced a result: the model's weights (hashed for a local
+    directory, which a re-run of training overwrites; for a remote teacher, its provider,
+    endpoint and name) and the evaluation settings."""
+    provider, ref = src
+    if provider == "hf":
+        from protege.models import resolve
+
+        resolved = resolve(ref)
+        weights = sha256_path(resolved) if Path(resolved).is_dir() else str(resolved)
+    else:
+        g = recipe.generate
+        weights = f"{provider}:{g.api}:{g.base_url or ''}:{ref}"
     return hash_config({"weights": weights, "eval": recipe.eval.model_dump(mode="json")})
+
+
+def make_eval_backend(recipe: Recipe, src: tuple[str, str]):
+    provider, ref = src
+    if provider != "hf":
+        from protege.backends import make_backend
+
+        return make_backend(recipe.generate)
+    from protege.backends.hf import HFBackend
+
+    return HFBackend(ref, recipe.eval.precision, recipe.eval.batch_size)
 
 
 def load_done(path: Path, key: str) -> dict[str, EvalResult]:
@@ -79,28 +105,33 @@ def load_done(path: Path, key: str) -> dict[str, EvalResult]:
     return {r.question_id: r for r in results}
 
 
-def evaluate_model(recipe: Recipe, label: str, ref: str, key: str, questions, out: Path) -> dict:
+def evaluate_model(recipe: Recipe, label: str, src, key: str, questions, out: Path) -> dict:
     """Evaluate one model, resuming from `out/results.jsonl`; returns its metrics."""
     cfg = recipe.eval
     results_path = out / "results.jsonl"
     done = load_done(results_path, key)
     todo = [q for q in questions if q.id not in done]
     if todo:
-        from protege.backends.hf import HFBackend
-
-        backend = HFBackend(ref, cfg.precision, cfg.batch_size)
+        backend = make_eval_backend(recipe, src)
         chats = [question_messages(q.problem) for q in todo]
         stop = ANSWER_DONE if cfg.stop_at_answer else None
         params = SamplingParams(temperature=0.0, max_new_tokens=cfg.max_new_tokens, stop_regex=stop)
         bar = tqdm(total=len(todo), desc=f"eval {label}", unit="q", dynamic_ncols=True)
+        failed: list[str] = []
         for batch in backend.generate(chats, params):
-            recs = [_result(todo[i], label, key, c) for i, c in batch]
+            failed += [f"{c.error_class}: {c.error}" for _, c in batch if c.error]
+            recs = [_result(todo[i], label, key, c) for i, c in batch if not c.error]
             append_jsonl(results_path, recs)
             done.update((r.question_id, r) for r in recs)
             bar.update(len(batch))
         bar.close()
+        if failed:  # not scored as wrong: a re-run asks again
+            raise UserError(
+                f"eval {label}: {len(failed)} of {len(todo)} requests failed (first: "
+                f"{failed[0]}); the other results are saved: run again to retry"
+            )
     wanted = [done[q.id] for q in questions]
-    metrics = {"model": label, "ref": ref, "bench": BENCH, **summarize(wanted)}
+    metrics = {"model": label, "ref": src[1], "bench": BENCH, **summarize(wanted)}
     tmp = out / "metrics.json.tmp"
     tmp.write_text(json.dumps(metrics, indent=2) + "\n")
     os.replace(tmp, out / "metrics.json")
@@ -133,16 +164,17 @@ def run(recipe: Recipe, rd: RunDir, force: bool = False) -> dict | None:
     invalidate(rd, "eval")
     t0 = time.perf_counter()
     questions = read_jsonl(rd.eval_questions, Question)
+    srcs = {label: source(recipe, label, ref) for label, ref in refs.items()}
     # one weights hash per distinct model (teacher and student are often the same)
-    keys = {ref: run_key(ref, recipe) for ref in set(refs.values())}
-    metrics, outputs, by_ref = {}, [], {}
-    for label, ref in refs.items():
+    keys = {src: run_key(src, recipe) for src in set(srcs.values())}
+    metrics, outputs, by_src = {}, [], {}
+    for label, src in srcs.items():
         out = rd.eval_dir(label, BENCH)
         out.mkdir(parents=True, exist_ok=True)
-        if ref in by_ref:  # same model under two labels (self-distillation): evaluate once
-            _copy_results(by_ref[ref], out, label)
-        metrics[label] = evaluate_model(recipe, label, ref, keys[ref], questions, out)
-        by_ref.setdefault(ref, out)
+        if src in by_src:  # same model under two labels (self-distillation): evaluate once
+            _copy_results(by_src[src], out, label)
+        metrics[label] = evaluate_model(recipe, label, src, keys[src], questions, out)
+        by_src.setdefault(src, out)
         outputs += [out / "results.jsonl", out / "metrics.json"]
     counts = {f"{label}_accuracy": m["accuracy"] for label, m in metrics.items()}
     counts |= {f"{label}_correct": m["correct"] for label, m in metrics.items()}

@@ -135,7 +135,8 @@ def _generate(cfg: GenerateConfig, rd: RunDir, todo, thash: str, tokens: int, co
     backend = make_backend(cfg)
     chats = [question_messages(q.problem) for q, _ in todo]
     stop = ANSWER_DONE if cfg.stop_at_answer else None
-    params = SamplingParams(cfg.temperature, cfg.top_p, cfg.max_new_tokens, cfg.seed, stop)
+    params = SamplingParams(cfg.temperature, cfg.top_p, cfg.max_new_tokens, cfg.seed, stop,
+                            top_k=cfg.top_k)  # fmt: skip
     bar = tqdm(total=len(todo), desc="generate", unit="sample", dynamic_ncols=True)
     if cfg.api == "completions":  # the sample still records the question as a chat turn
         texts = [completion_prompt(q.problem) for q, _ in todo]

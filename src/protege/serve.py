@@ -37,6 +37,7 @@ def sampling(body: dict) -> SamplingParams:
             max_new_tokens=int(max_tokens),
             seed=int(body.get("seed") or 0),
             stop=stop,
+            top_k=int(body.get("top_k") or 0),  # a vLLM extension, as extra_body
         )
     except (TypeError, ValueError) as e:
         raise BadRequest(f"invalid sampling parameter: {e}") from None

@@ -32,3 +32,4 @@ class SamplingParams:
     stop: tuple[str, ...] = ()  # stop strings: generation ends there, the string excluded
     # Local engines only (hf, vllm): always generate max_new_tokens (benchmarks).
     ignore_eos: bool = False
+    top_k: int = 0  # sample from the k most likely tokens only; 0 = all

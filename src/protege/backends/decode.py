@@ -293,7 +293,11 @@ def _sample(logits: torch.Tensor, params: SamplingParams, gen) -> torch.Tensor:
     per vocabulary entry instead, 63 ms a step for 64 x 49152 here against 8 ms."""
     if params.temperature <= 0:
         return logits.float().argmax(-1)
-    probs = torch.softmax(logits.float() / params.temperature, -1)  # (A, V)
+    logits = logits.float()
+    if 0 < params.top_k < logits.shape[-1]:
+        kth = logits.topk(params.top_k, -1).values[:, -1:]  # (A, 1)
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    probs = torch.softmax(logits / params.temperature, -1)  # (A, V)
     if params.top_p < 1.0:
         probs = _nucleus(probs, params.top_p)
     cdf = probs.cumsum(-1)

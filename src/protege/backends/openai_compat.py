@@ -56,6 +56,8 @@ class OpenAIBackend(ApiBackend):
                   "top_p": params.top_p, "max_tokens": params.max_new_tokens}  # fmt: skip
         if params.stop:
             kwargs["stop"] = list(params.stop)
+        if params.top_k:  # not an OpenAI parameter: servers built on vLLM & co. take it
+            kwargs["extra_body"] = {"top_k": params.top_k}
         if chat:
             return await client.chat.completions.create(messages=prompt, **kwargs)
         return await client.completions.create(prompt=prompt, **kwargs)

@@ -44,6 +44,7 @@ class VLLMBackend:
             n=n, temperature=params.temperature, top_p=params.top_p,
             max_tokens=params.max_new_tokens, seed=params.seed or None,
             stop=list(params.stop) or None, ignore_eos=params.ignore_eos,
+            top_k=params.top_k or -1,
         )  # fmt: skip
 
     def generate(
