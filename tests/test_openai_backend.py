@@ -107,6 +107,8 @@ def test_streaming_through_the_real_sdk_adds_up_to_the_whole_reply(served):
         model="tiny", prompt="The answer is", max_tokens=12, stop=[stop]
     )
     assert "".join(deltas) == cut.choices[0].text == full.choices[0].text.split(stop)[0]
+    with pytest.raises(openai.BadRequestError, match="non-empty"):  # a 400, before any event
+        client.completions.create(model="tiny", prompt="", stream=True)
 
 
 def test_wrong_key_is_a_final_auth_error(served):
@@ -242,3 +244,15 @@ def test_many_requests_in_flight_all_complete(faults):
     ]
     out = collect(backend, chats, SamplingParams(max_new_tokens=5))
     assert sorted(out) == list(range(40)) and all(c.error is None for c in out.values())
+
+
+def test_settled_holds_back_what_later_tokens_could_change():
+    from protege.serve import settled
+
+    assert settled("\n  The ans", (), chat=True) == "The ans"  # chat replies are stripped
+    assert settled("The answer  \n", (), chat=True) == "The answer"
+    assert settled("caf\ufffd", (), chat=False) == "caf"  # half a UTF-8 character
+    # "###" could still become the stop string "####": held back until it cannot
+    assert settled("x = 5 ###", ("####",), chat=False) == "x = 5 "
+    assert settled("x = 5 #", ("####", "\n\n"), chat=False) == "x = 5 "
+    assert settled("x = 5", ("####",), chat=False) == "x = 5"

@@ -71,8 +71,8 @@ class ModelServer:
             prompt = [{"role": m.get("role", "user"), "content": m["content"]} for m in msgs]
         else:
             prompt = body.get("prompt")
-            if not isinstance(prompt, str):
-                raise BadRequest("prompt must be a string")
+            if not isinstance(prompt, str) or not prompt:
+                raise BadRequest("prompt must be a non-empty string")
         return [prompt] * choices_n(body), sampling(body)
 
     def generate(self, prompts: list, chat: bool, params: SamplingParams, on_text=None):
@@ -159,8 +159,9 @@ def settled(text: str, stops, chat: bool) -> str:
     if chat:
         text = text.lstrip()
     text = text.rstrip("\ufffd")  # half a multi-byte character so far
-    hold = max((len(x) for x in stops if x), default=1) - 1
-    text = text[: len(text) - hold] if hold else text
+    # the longest end of the text that a stop string starts with
+    hold = max((k for x in stops for k in range(1, len(x)) if text.endswith(x[:k])), default=0)
+    text = text[: len(text) - hold]
     return text.rstrip() if chat else text
 
 

@@ -76,6 +76,9 @@ def decode(
     `on_step(indices, tokens)` sees the tokens of every row still going after each step
     (streaming); a row that just finished is only yielded, its text final."""
     _check_cache(model)
+    empty = [i for i, p in enumerate(prompts) if not p]
+    if empty:
+        raise ValueError(f"prompts {empty[:5]} have no tokens: nothing to continue from")
     order = sorted(range(len(prompts)), key=lambda i: (len(prompts[i]), prompts[i], i))
     pending = list(reversed(order))  # pop() takes the shortest first
     stop = _stop_check(params, detok)
