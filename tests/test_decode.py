@@ -138,16 +138,23 @@ def test_ignore_eos_always_runs_to_max_new_tokens(tiny):
     assert {f.finish_reason for f in out.values()} == {"length"}
 
 
-def test_sliding_window_models_are_refused_in_one_line(tiny_model_dir):
+def test_sliding_window_models_are_refused_in_one_line():
     from transformers import MistralConfig, MistralForCausalLM
 
-    cfg = MistralConfig(vocab_size=64, hidden_size=16, intermediate_size=32,
-                        num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1,
-                        sliding_window=4, layer_types=["sliding_attention"] * 2)  # fmt: skip
-    model = MistralForCausalLM(cfg)
-    with pytest.raises(UserError, match="sliding_attention.*provider vllm"):
-        next(decode(model, [[1, 2, 3]], SamplingParams(max_new_tokens=2), batch_size=2,
-                    eos_ids=set()))  # fmt: skip
+    from protege.backends.decode import check_model
+
+    def mistral(**kw):
+        return MistralForCausalLM(MistralConfig(vocab_size=64, hidden_size=16,
+            intermediate_size=32, num_hidden_layers=2, num_attention_heads=2,
+            num_key_value_heads=1, **kw))  # fmt: skip
+
+    # a window given per layer, and one given only as `sliding_window` (Mistral-7B-v0.1)
+    for model in (mistral(sliding_window=4, layer_types=["sliding_attention"] * 2),
+                  mistral(sliding_window=4096)):  # fmt: skip
+        with pytest.raises(UserError, match="SlidingWindow.*provider vllm"):
+            next(decode(model, [[1, 2, 3]], SamplingParams(max_new_tokens=2), batch_size=2,
+                        eos_ids=set()))  # fmt: skip
+    check_model(mistral(sliding_window=None))  # no window: plain full attention
 
 
 def test_sampler_draws_from_the_tempered_nucleus_distribution():

@@ -256,3 +256,42 @@ def test_settled_holds_back_what_later_tokens_could_change():
     assert settled("x = 5 ###", ("####",), chat=False) == "x = 5 "
     assert settled("x = 5 #", ("####", "\n\n"), chat=False) == "x = 5 "
     assert settled("x = 5", ("####",), chat=False) == "x = 5"
+
+
+def test_http10_clients_get_unframed_events_until_close(served):
+    _, url = served
+    host, port = url.split("//")[1].split("/")[0].split(":")
+    body = json.dumps({"model": "tiny", "prompt": "The answer is", "max_tokens": 4, "stream": True})
+    with socket.create_connection((host, int(port)), timeout=30) as s:
+        s.sendall(
+            f"POST /v1/completions HTTP/1.0\r\nAuthorization: Bearer sekret\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n{body}".encode()
+        )
+        raw = b"".join(iter(lambda: s.recv(65536), b""))  # until the server closes
+    head, _, payload = raw.partition(b"\r\n\r\n")
+    assert b"chunked" not in head.lower() and b" 200 " in head.split(b"\r\n")[0]
+    events = [e for e in payload.decode().split("\n\n") if e]
+    assert all(e.startswith("data: ") for e in events) and events[-1] == "data: [DONE]"
+
+
+class Broken:
+    """A backend whose device fails mid-request (what a CUDA OOM looks like to serve)."""
+
+    def generate(self, prompts, params, on_text=None):
+        raise RuntimeError("device lost")
+
+    generate_texts = generate
+
+
+def test_a_failing_model_is_a_500_or_an_error_event_never_a_dead_socket():
+    import openai
+
+    httpd, url = start(make_handler(ModelServer(Broken(), "broken")))
+    try:
+        client = openai.OpenAI(base_url=url, api_key="x", max_retries=0)
+        with pytest.raises(openai.InternalServerError, match="device lost"):
+            client.completions.create(model="broken", prompt="hi", max_tokens=2)
+        with pytest.raises(openai.APIError, match="device lost"):
+            list(client.completions.create(model="broken", prompt="hi", max_tokens=2, stream=True))
+    finally:
+        httpd.shutdown()

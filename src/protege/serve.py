@@ -73,16 +73,19 @@ class ModelServer:
             prompt = body.get("prompt")
             if not isinstance(prompt, str) or not prompt:
                 raise BadRequest("prompt must be a non-empty string")
+        if not isinstance(body.get("stream_options") or {}, dict):
+            raise BadRequest("stream_options must be an object")
         return [prompt] * choices_n(body), sampling(body)
 
     def generate(self, prompts: list, chat: bool, params: SamplingParams, on_text=None):
+        """Completions as they finish; call with `self.lock` held."""
         gen = self.backend.generate if chat else self.backend.generate_texts
-        with self.lock:
-            yield from gen(prompts, params, on_text=on_text)
+        return gen(prompts, params, on_text=on_text)
 
     def reply(self, body: dict, chat: bool) -> dict:
         prompts, params = self.request(body, chat)
-        done = {i: c for batch in self.generate(prompts, chat, params) for i, c in batch}
+        with self.lock:
+            done = {i: c for batch in self.generate(prompts, chat, params) for i, c in batch}
         outs = [done[i] for i in range(len(prompts))]
         if chat:
             choices = [
@@ -127,12 +130,12 @@ class ModelServer:
         for i in range(len(prompts)) if chat else ():
             send(i, "", role=True)
         outs = []
-        for batch in self.generate(prompts, chat, params, on_text):
-            for i, c in batch:
-                send(
-                    i, c.text[len(sent[i]) :] if c.text.startswith(sent[i]) else "", c.finish_reason
-                )
-                outs.append(c)
+        with self.lock:  # released however the stream ends (a client gone mid-way too)
+            for batch in self.generate(prompts, chat, params, on_text):
+                for i, c in batch:
+                    rest = c.text[len(sent[i]) :] if c.text.startswith(sent[i]) else ""
+                    send(i, rest, c.finish_reason)
+                    outs.append(c)
         if (body.get("stream_options") or {}).get("include_usage"):
             emit(self._envelope(kind, [], outs) | {"id": head["id"]})
 
@@ -215,24 +218,42 @@ def make_handler(server: ModelServer) -> type[BaseHTTPRequestHandler]:
                 self._send(200, server.reply(body, chat))
             except (json.JSONDecodeError, BadRequest) as e:
                 self._error(400, str(e), "invalid_request_error")
+            except (BrokenPipeError, ConnectionResetError):
+                self.close_connection = True  # the client left mid-reply
+            except Exception as e:  # a bug or an exhausted device: a 500, not a dead socket
+                self._error(500, f"{type(e).__name__}: {e}", "server_error")
 
         def _stream(self, body: dict, chat: bool) -> None:
-            """Server-sent events in HTTP/1.1 chunks, ended by `data: [DONE]`."""
+            """Server-sent events, ended by `data: [DONE]`: in HTTP/1.1 chunks, or unframed
+            until the connection closes for an HTTP/1.0 client (proxies often are)."""
+            chunked = self.request_version != "HTTP/1.0"
             self.send_response(200)
             self.send_header("Content-Type", "text/event-stream")
             self.send_header("Cache-Control", "no-cache")
-            self.send_header("Transfer-Encoding", "chunked")
+            if chunked:
+                self.send_header("Transfer-Encoding", "chunked")
+            else:
+                self.close_connection = True
             self.end_headers()
 
             def write(data: bytes) -> None:
-                self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+                self.wfile.write(
+                    f"{len(data):x}\r\n".encode() + data + b"\r\n" if chunked else data
+                )
                 self.wfile.flush()
 
-            server.stream(
-                body, chat, lambda event: write(f"data: {json.dumps(event)}\n\n".encode())
-            )
+            def event(payload: dict) -> None:
+                write(f"data: {json.dumps(payload)}\n\n".encode())
+
+            try:
+                server.stream(body, chat, event)
+            except (BrokenPipeError, ConnectionResetError):
+                raise
+            except Exception as e:  # headers are out: report it in-band, then end cleanly
+                event({"error": {"message": f"{type(e).__name__}: {e}", "type": "server_error"}})
             write(b"data: [DONE]\n\n")
-            self.wfile.write(b"0\r\n\r\n")
+            if chunked:
+                self.wfile.write(b"0\r\n\r\n")
 
     return Handler
 

@@ -30,6 +30,7 @@ class SamplingParams:
     # new text). Used to stop once a final answer is stated: what follows is discarded.
     stop_regex: str | None = None
     stop: tuple[str, ...] = ()  # stop strings: generation ends there, the string excluded
-    # Local engines only (hf, vllm): always generate max_new_tokens (benchmarks).
+    # Local engines only (hf, vllm): the end-of-turn token does not end a sample (stop
+    # strings still do), so it runs to max_new_tokens (benchmarks).
     ignore_eos: bool = False
     top_k: int = 0  # sample from the k most likely tokens only; 0 = all

@@ -35,7 +35,9 @@ from protege.errors import UserError
 # Admit new prompts once this fraction of the batch is free: fewer, larger prefills pad
 # less and copy the cache less often than admitting one row whenever one finishes.
 REFILL_FRACTION = 0.25
-STOP_TAIL_TOKENS = 24  # stop strings and the stop regex are matched on this many tokens
+# Stop strings and the stop regex are matched on the text of a row's last tokens: this
+# many, plus 4 per character of the longest stop string (a character may be 4 byte tokens).
+STOP_TAIL_TOKENS = 24
 
 
 @dataclass
@@ -75,7 +77,9 @@ def decode(
     `detok` turns tokens into text (needed for stop strings and the stop regex);
     `on_step(indices, tokens)` sees the tokens of every row still going after each step
     (streaming); a row that just finished is only yielded, its text final."""
-    _check_cache(model)
+    check_model(model)
+    if params.max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be >= 1, got {params.max_new_tokens}")
     empty = [i for i, p in enumerate(prompts) if not p]
     if empty:
         raise ValueError(f"prompts {empty[:5]} have no tokens: nothing to continue from")
@@ -99,13 +103,16 @@ def decode(
             _forward(model, batch)
 
 
-def _check_cache(model) -> None:
-    types = getattr(model.config.get_text_config(decoder=True), "layer_types", None) or []
-    odd = sorted({t for t in types if t != "full_attention"})
+def check_model(model) -> None:
+    """Refuse models whose cache is not plain full attention (sliding windows count cache
+    columns, and ours include padding). Asks transformers which layers it would build:
+    `layer_types` alone misses configs like Mistral-7B-v0.1's `sliding_window: 4096`."""
+    layers = DynamicCache(config=model.config).layers
+    odd = sorted({type(x).__name__ for x in layers if type(x) is not DynamicLayer})
     if odd:
         raise UserError(
             f"the hf backend batches full-attention models only; {model.config.model_type} "
-            f"has {', '.join(odd)} layers: use provider vllm for it"
+            f"has {', '.join(odd)} cache layers: use provider vllm for it"
         )
 
 
@@ -128,7 +135,9 @@ def _refill(model, batch, pending, prompts, params, batch_size, max_batch_tokens
         if max_batch_tokens and n > 1 and n * (longest + params.max_new_tokens) > max_batch_tokens:
             break
         take.append(pending.pop())
-    if not take:  # the token budget is full: wait for rows to finish
+    if not take:  # the token budget is full: wait for rows to finish, without the dead
+        if rows - live >= max(1, int(rows * REFILL_FRACTION)):
+            return _select(batch, [r for r, d in enumerate(batch.done) if not d])
         return batch
     fresh = _prefill(model, take, [prompts[i] for i in take])
     if not live:
@@ -252,6 +261,7 @@ def _select(batch: _Batch, rows: list[int]) -> _Batch:
     for layer in batch.cache.layers:
         layer.keys = layer.keys[sel, :, first:]
         layer.values = layer.values[sel, :, first:]
+        layer._kbuf = layer._vbuf = None  # free the old buffers now, not at the next update
     pick = lambda xs: [xs[r] for r in rows]  # noqa: E731
     return _Batch(pick(batch.index), pick(batch.new), pick(batch.done), pick(batch.start),
                   batch.cache, mask[:, first:], batch.pos[sel], batch.logits[sel])  # fmt: skip
@@ -266,6 +276,7 @@ def _join(a: _Batch, b: _Batch) -> _Batch:
     for la, lb in zip(a.cache.layers, b.cache.layers, strict=True):
         la.keys = torch.cat([pad(la.keys, 1), pad(lb.keys, 1)])
         la.values = torch.cat([pad(la.values, 1), pad(lb.values, 1)])
+        la._kbuf = la._vbuf = None
     return _Batch(a.index + b.index, a.new + b.new, a.done + b.done, a.start + b.start,
                   a.cache, torch.cat([pad(a.mask, 0), pad(b.mask, 0)]),
                   torch.cat([a.pos, b.pos]), torch.cat([a.logits, b.logits]))  # fmt: skip
@@ -281,7 +292,7 @@ def _sample_step(batch, params, gen, eos_ids, stop) -> dict[int, str]:
             continue
         new = batch.new[r]
         new.append(t)
-        if not params.ignore_eos and (t in eos_ids or stop(new)):
+        if (t in eos_ids and not params.ignore_eos) or stop(new):
             finished[r] = "stop"
         elif len(new) >= params.max_new_tokens:
             finished[r] = "length"
@@ -329,8 +340,10 @@ def _stop_check(params: SamplingParams, detok) -> Callable[[list[int]], bool]:
     if detok is None:
         raise ValueError("stop strings need a detokenizer")
 
+    tail_tokens = STOP_TAIL_TOKENS + 4 * max(map(len, stops), default=0)
+
     def check(tokens: list[int]) -> bool:
-        tail = detok(tokens[-STOP_TAIL_TOKENS:])
+        tail = detok(tokens[-tail_tokens:])
         return any(x in tail for x in stops) or bool(rx and rx.search(tail))
 
     return check

@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 
 from protege.backends.base import Completion, SamplingParams
-from protege.backends.decode import decode
+from protege.backends.decode import check_model, decode
 from protege.models import load_model
 from protege.prompts import render_chat
 
@@ -20,6 +20,7 @@ class HFBackend:
         self.model_ref = model_ref
         self.batch_size, self.max_batch_tokens = batch_size, max_batch_tokens
         self.model, self.tokenizer = load_model(model_ref, precision)
+        check_model(self.model)  # at load time, not at the first request
         gen_eos = self.model.generation_config.eos_token_id
         gen_eos = gen_eos if isinstance(gen_eos, list) else [gen_eos]
         self.eos_ids = {i for i in [self.tokenizer.eos_token_id, *gen_eos] if i is not None}
