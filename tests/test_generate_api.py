@@ -11,10 +11,14 @@ import time
 import pytest
 
 from protege import evaluate, generate
+from protege.answers import ANSWER_DONE
+from protege.backends.base import SamplingParams
+from protege.backends.openai_compat import OpenAIBackend
 from protege.config import load_recipe
 from protege.curate import stage as curate
 from protege.errors import UserError
-from protege.records import EvalResult, Sample, read_jsonl
+from protege.prompts import completion_prompt
+from protege.records import EvalResult, Question, Sample, read_jsonl
 from protege.rundir import RunDir
 
 KEY = "sk-test-do-not-leak-123"
@@ -105,6 +109,16 @@ def test_raw_completions_mode(tmp_path, server, monkeypatch):
     m = generate.run(recipe, rd)
     assert m["counts"]["samples"] == 30 and m["counts"]["errors"] == 0
     assert all(s.usage.completion_tokens > 0 for s in read_jsonl(rd.samples, Sample))
+    # eval asks the teacher the way generate did: a raw prompt to /v1/completions
+    recipe.eval.models, recipe.eval.max_new_tokens = ["teacher"], 6
+    evaluate.run(recipe, rd)
+    results = read_jsonl(rd.eval_dir("teacher", "heldout") / "results.jsonl", EvalResult)
+    questions = {q.id: q for q in read_jsonl(rd.eval_questions, Question)}
+    backend = OpenAIBackend("tiny", base_url=server, api_key=KEY)
+    raw = [completion_prompt(questions[r.question_id].problem) for r in results]
+    params = SamplingParams(temperature=0.0, max_new_tokens=6, stop_regex=ANSWER_DONE)
+    direct = {i: c.text for b in backend.generate_texts(raw, params) for i, c in b}
+    assert [r.output for r in results] == [direct[i] for i in range(len(results))]
     bad = api_recipe(tmp_path, server, "generate.api=completions", "generate.provider=anthropic")
     with pytest.raises(UserError, match="needs provider hf or openai"):
         generate.run(bad, rd)

@@ -17,7 +17,7 @@ from protege.answers import ANSWER_DONE, grade, split_reasoning
 from protege.backends.base import SamplingParams
 from protege.config import Recipe
 from protege.errors import UserError
-from protege.prompts import question_messages
+from protege.prompts import completion_prompt, question_messages
 from protege.records import EvalResult, Question, append_jsonl, read_jsonl, repair_jsonl
 from protege.rundir import (
     RunDir,
@@ -113,12 +113,15 @@ def evaluate_model(recipe: Recipe, label: str, src, key: str, questions, out: Pa
     todo = [q for q in questions if q.id not in done]
     if todo:
         backend = make_eval_backend(recipe, src)
-        chats = [question_messages(q.problem) for q in todo]
         stop = ANSWER_DONE if cfg.stop_at_answer else None
         params = SamplingParams(temperature=0.0, max_new_tokens=cfg.max_new_tokens, stop_regex=stop)
+        if src[0] != "hf" and recipe.generate.api == "completions":  # as generate asked it
+            stream = backend.generate_texts([completion_prompt(q.problem) for q in todo], params)
+        else:
+            stream = backend.generate([question_messages(q.problem) for q in todo], params)
         bar = tqdm(total=len(todo), desc=f"eval {label}", unit="q", dynamic_ncols=True)
         failed: list[str] = []
-        for batch in backend.generate(chats, params):
+        for batch in stream:
             failed += [f"{c.error_class}: {c.error}" for _, c in batch if c.error]
             recs = [_result(todo[i], label, key, c) for i, c in batch if not c.error]
             append_jsonl(results_path, recs)
