@@ -82,11 +82,11 @@ class GenerateConfig(StrictModel):
         "OpenAI-compatible servers that accept it (vLLM, SGLang, llama.cpp; not OpenAI's API)",
     )
     max_new_tokens: int = Field(256, gt=0, description="generation length cap per sample")
-    batch_size: int = Field(64, gt=0, description="prompts per generation batch")
+    batch_size: int = Field(64, gt=0, description="hf: rows decoded together at most")
     max_batch_tokens: int | None = Field(
         None,
         gt=0,
-        description="hf: cap on padded tokens per batch (prompt + new), for mixed lengths",
+        description="hf: cap on rows x (longest prompt + max_new_tokens), for mixed lengths",
     )
     precision: Precision = Field("auto", description="auto = bf16 where supported")
     seed: int = Field(0, description="sampling seed")
