@@ -82,8 +82,7 @@ class ModelServer:
         gen = self.backend.generate if chat else self.backend.generate_texts
         return gen(prompts, params, on_text=on_text)
 
-    def reply(self, body: dict, chat: bool) -> dict:
-        prompts, params = self.request(body, chat)
+    def reply(self, prompts: list, params: SamplingParams, chat: bool) -> dict:
         with self.lock:
             done = {i: c for batch in self.generate(prompts, chat, params) for i, c in batch}
         outs = [done[i] for i in range(len(prompts))]
@@ -100,12 +99,13 @@ class ModelServer:
             ]
         return self._envelope("chat.completion" if chat else "text_completion", choices, outs)
 
-    def stream(self, body: dict, chat: bool, emit: Callable[[dict], None]) -> None:
+    def stream(self, prompts: list, params: SamplingParams, chat: bool, usage: bool,
+               emit: Callable[[dict], None]) -> None:  # fmt: skip
         """Send each choice's new text as it is decoded, then its finish reason. Text
         that could still change is held back: an unfinished UTF-8 character, trailing
         whitespace (chat replies are stripped) and what could be the start of a stop
-        string (stop strings are cut from the reply)."""
-        prompts, params = self.request(body, chat)
+        string (stop strings are cut from the reply). `usage` adds a last event with the
+        token counts (`stream_options.include_usage`)."""
         kind = "chat.completion.chunk" if chat else "text_completion"
         head = {"id": f"cmpl-{uuid.uuid4().hex[:24]}", "object": kind,
                 "created": int(time.time()), "model": self.model_name}  # fmt: skip
@@ -136,7 +136,7 @@ class ModelServer:
                     rest = c.text[len(sent[i]) :] if c.text.startswith(sent[i]) else ""
                     send(i, rest, c.finish_reason)
                     outs.append(c)
-        if (body.get("stream_options") or {}).get("include_usage"):
+        if usage:
             emit(self._envelope(kind, [], outs) | {"id": head["id"]})
 
     def _envelope(self, kind: str, choices: list, outs: list[Completion]) -> dict:
@@ -212,10 +212,11 @@ def make_handler(server: ModelServer) -> type[BaseHTTPRequestHandler]:
                 body = json.loads(raw or b"{}")
                 if not isinstance(body, dict):
                     raise BadRequest("request body must be a JSON object")
+                prompts, params = server.request(body, chat)  # a 400 before any event
                 if body.get("stream"):
-                    server.request(body, chat)  # a bad request is a 400, before any event
-                    return self._stream(body, chat)
-                self._send(200, server.reply(body, chat))
+                    usage = bool((body.get("stream_options") or {}).get("include_usage"))
+                    return self._stream(prompts, params, chat, usage)
+                self._send(200, server.reply(prompts, params, chat))
             except (json.JSONDecodeError, BadRequest) as e:
                 self._error(400, str(e), "invalid_request_error")
             except (BrokenPipeError, ConnectionResetError):
@@ -223,7 +224,7 @@ def make_handler(server: ModelServer) -> type[BaseHTTPRequestHandler]:
             except Exception as e:  # a bug or an exhausted device: a 500, not a dead socket
                 self._error(500, f"{type(e).__name__}: {e}", "server_error")
 
-        def _stream(self, body: dict, chat: bool) -> None:
+        def _stream(self, prompts: list, params: SamplingParams, chat: bool, usage: bool) -> None:
             """Server-sent events, ended by `data: [DONE]`: in HTTP/1.1 chunks, or unframed
             until the connection closes for an HTTP/1.0 client (proxies often are)."""
             chunked = self.request_version != "HTTP/1.0"
@@ -246,7 +247,7 @@ def make_handler(server: ModelServer) -> type[BaseHTTPRequestHandler]:
                 write(f"data: {json.dumps(payload)}\n\n".encode())
 
             try:
-                server.stream(body, chat, event)
+                server.stream(prompts, params, chat, usage, event)
             except (BrokenPipeError, ConnectionResetError):
                 raise
             except Exception as e:  # headers are out: report it in-band, then end cleanly

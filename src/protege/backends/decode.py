@@ -120,14 +120,11 @@ def check_model(model) -> None:
 def _refill(model, batch, pending, prompts, params, batch_size, max_batch_tokens):
     """Admit pending prompts once enough of the batch is free, cutting finished rows out;
     with nothing to admit, cut them out once they are a quarter of the batch."""
-    rows = 0 if batch is None else len(batch.index)
     live = 0 if batch is None else batch.done.count(False)
     enough = max(1, int(batch_size * REFILL_FRACTION))
     if not pending or (live and batch_size - live < enough):
-        if rows - live >= max(1, int(rows * REFILL_FRACTION)):
-            return _select(batch, [r for r, d in enumerate(batch.done) if not d])
-        return batch
-    longest = max((len(prompts[i]) for i, d in _rows(batch) if not d), default=0)
+        return _drop_finished(batch)
+    longest = max((len(prompts[i]) for i in _live(batch)), default=0)
     take: list[int] = []
     while pending and live + len(take) < batch_size:
         longest = max(longest, len(prompts[pending[-1]]))
@@ -135,18 +132,30 @@ def _refill(model, batch, pending, prompts, params, batch_size, max_batch_tokens
         if max_batch_tokens and n > 1 and n * (longest + params.max_new_tokens) > max_batch_tokens:
             break
         take.append(pending.pop())
-    if not take:  # the token budget is full: wait for rows to finish, without the dead
-        if rows - live >= max(1, int(rows * REFILL_FRACTION)):
-            return _select(batch, [r for r, d in enumerate(batch.done) if not d])
-        return batch
+    if not take:  # the token budget is full: wait for rows to finish
+        return _drop_finished(batch)
     fresh = _prefill(model, take, [prompts[i] for i in take])
     if not live:
         return fresh
-    return _join(_select(batch, [r for r, d in enumerate(batch.done) if not d]), fresh)
+    return _join(_drop_finished(batch, at_least=1), fresh)
 
 
-def _rows(batch):
-    return [] if batch is None else list(zip(batch.index, batch.done, strict=True))
+def _live(batch: _Batch | None) -> list[int]:
+    """The prompt indices of rows still generating."""
+    return (
+        [] if batch is None else [i for i, d in zip(batch.index, batch.done, strict=True) if not d]
+    )
+
+
+def _drop_finished(batch: _Batch | None, at_least: int | None = None) -> _Batch | None:
+    """Cut finished rows out once there are `at_least` of them (default: a quarter of the
+    batch, so the cache is not copied every time one row finishes)."""
+    if batch is None:
+        return None
+    dead = batch.done.count(True)
+    if dead < (at_least or max(1, int(len(batch.index) * REFILL_FRACTION))):
+        return batch
+    return _select(batch, [r for r, d in enumerate(batch.done) if not d])
 
 
 def _prefill(model, index: list[int], prompts: list[list[int]]) -> _Batch:
@@ -159,7 +168,8 @@ def _prefill(model, index: list[int], prompts: list[list[int]]) -> _Batch:
     rests = list(distinct)
     cache = _new_cache(model)
     if p_len:
-        _model_call(model, torch.tensor([prompts[0][:p_len]], device=dev), None,
+        ones = torch.ones(1, p_len, dtype=torch.long, device=dev)
+        _model_call(model, torch.tensor([prompts[0][:p_len]], device=dev), ones,
                     torch.arange(p_len, device=dev)[None], cache)  # fmt: skip
         for layer in cache.layers:  # a view: the next update's cat materialises it
             layer.keys = layer.keys.expand(len(rests), -1, -1, -1)
@@ -230,16 +240,9 @@ def _common_prefix(prompts: list[list[int]], cap: int) -> int:
 def _model_call(model, ids, mask, pos, cache) -> torch.Tensor:
     """One forward pass; the next-token logits of each row's last column, (B, V) in the
     model's dtype (greedy needs no fp32 copy: argmax is the same)."""
-    out = model(input_ids=ids, attention_mask=_full_mask(mask, cache, ids), position_ids=pos,
-                cache=cache, use_cache=True, logits_to_keep=1)  # fmt: skip
+    out = model(input_ids=ids, attention_mask=mask, position_ids=pos, cache=cache,
+                use_cache=True, logits_to_keep=1)  # fmt: skip
     return out.logits[:, -1]
-
-
-def _full_mask(mask, cache, ids):
-    if mask is not None:
-        return mask
-    return torch.ones(ids.shape[0], cache.get_seq_length() + ids.shape[1], dtype=torch.long,
-                      device=ids.device)  # fmt: skip
 
 
 @torch.inference_mode()
